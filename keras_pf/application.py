@@ -79,17 +79,18 @@ def validate_arguments(weights, include_top, classes, pooling):
         )
 
 
-def image_input(input_tensor, input_shape, weights, fixed_size, min_size=32):
+def image_input(input_tensor, input_shape, weights, include_top, fixed_size, min_size=32):
     """The model's input layer, as `keras.applications` makes it.
 
-    With `fixed_size` (ViT/PiT: the position embedding needs a known grid) a missing
-    `input_shape` means 224x224; otherwise (ResNets) height and width may stay `None`
-    like `keras.applications.ResNet50(include_top=False)`.
+    A missing `input_shape` means 224x224 with `include_top=True` or with `fixed_size`
+    (ViT/PiT: the position embedding needs a known grid); otherwise (ResNet backbones)
+    height and width stay `None`, as in `keras.applications.ResNet50(include_top=False)`.
     """
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
-        input_shape = (DEFAULT_SIZE, DEFAULT_SIZE, 3) if fixed_size else (None, None, 3)
+        fixed = fixed_size or include_top
+        input_shape = (DEFAULT_SIZE, DEFAULT_SIZE, 3) if fixed else (None, None, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(

@@ -43,7 +43,8 @@ def PFPiT(
         if nxt != 2 * prev:  # the pooling conv is a depthwise conv with multiplier 2
             raise ValueError(f"each stage must be twice as wide as the one before; widths {dims}")
     application.validate_arguments(weights, include_top, classes, pooling)
-    img_input = application.image_input(input_tensor, input_shape, weights, fixed_size=True,
+    img_input = application.image_input(input_tensor, input_shape, weights, include_top,
+                                        fixed_size=True,
                                         min_size=patch_size)
     x = layers.Conv2D(dims[0], patch_size, strides=stride, name="patch_embed")(img_input)
     x = PositionEmbedding(name="pos_embed")(x)

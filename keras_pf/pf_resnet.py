@@ -105,7 +105,8 @@ def PFResNet(
             f"stages); received block={block!r}"
         )
     application.validate_arguments(weights, include_top, classes, pooling)
-    img_input = application.image_input(input_tensor, input_shape, weights, fixed_size=False)
+    img_input = application.image_input(input_tensor, input_shape, weights, include_top,
+                                        fixed_size=False)
     _check_hybrid_input(img_input.shape, kinds)
 
     x = _conv_bn(img_input, 64, 7, 2, "conv1")

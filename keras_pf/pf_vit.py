@@ -71,7 +71,8 @@ def PFViT(
     if embed_dim % num_heads:
         raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
     application.validate_arguments(weights, include_top, classes, pooling)
-    img_input = application.image_input(input_tensor, input_shape, weights, fixed_size=True,
+    img_input = application.image_input(input_tensor, input_shape, weights, include_top,
+                                        fixed_size=True,
                                         min_size=patch_size)
     x = layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embed")(img_input)
     x = PositionEmbedding(name="pos_embed")(x)

@@ -40,3 +40,21 @@ def load_tagged_weights(model, weights_id, tag):
             "Pass weights=None, a .weights.h5 file, or an original .pth checkpoint path."
         )
     raise NotImplementedError("downloading registry weights: see issue 3")
+
+
+def cache_dir():
+    """`$KERAS_HOME/models/keras_pf` (default `~/.keras/models/keras_pf`), as Keras caches."""
+    import os
+
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(home, "models", "keras_pf")
+
+
+def cached_weights_path(weights_id, tag):
+    """The cached converted file of `weights_id`/`tag` if it is there, else None."""
+    import os
+
+    entry = WEIGHTS.get(weights_id, {})
+    tag = entry.get(tag) if isinstance(entry.get(tag), str) else tag
+    path = os.path.join(cache_dir(), f"{weights_id}_{tag}.weights.h5")
+    return path if os.path.exists(path) else None
