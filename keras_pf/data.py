@@ -1,0 +1,265 @@
+"""`tf.data` input pipelines for keras_pf models: evaluation and training.
+
+A `source` is either
+
+- an image folder: one subfolder per class, images anywhere below it (jpg, jpeg,
+  png, bmp, gif). Class index = position of the subfolder's name in sorted order, as
+  `torchvision.datasets.ImageFolder` and `keras.utils.image_dataset_from_directory`
+  number them; or
+- `"tfds:NAME"` or `"tfds:NAME:SPLIT"`: a tensorflow-datasets dataset with an
+  `image` feature and a `label` ClassLabel. The default split is "validation" if the
+  dataset has one, else "test" (evaluation) or "train" (training). `data_dir` and
+  `manual_dir` are passed to tfds (e.g. `manual_dir` holding ImageNet's tar files for
+  `tfds:imagenet2012`).
+
+Every dataset yields `(images, labels)` batches: float32 NHWC images preprocessed with
+`keras_pf.preprocess_input` (RGB in [0, 255] -> ImageNet mean/std), int32 labels.
+This module is TensorFlow-specific on purpose: the models themselves are not.
+"""
+
+import math
+import os
+
+import tensorflow as tf
+
+from keras_pf.imagenet import preprocess_input
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _size_pair(image_size):
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def _check_interpolation(interpolation):
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"Unknown interpolation {interpolation!r}; use one of {', '.join(INTERPOLATIONS)}."
+        )
+
+
+def image_folder_files(directory):
+    """`(paths, labels, class_names)` of an image folder (sorted class subfolders)."""
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"{directory!r} is not a directory. Pass an image folder (one subfolder per "
+            "class) or 'tfds:NAME[:SPLIT]'."
+        )
+    class_names = sorted(
+        entry for entry in os.listdir(directory) if os.path.isdir(os.path.join(directory, entry))
+    )
+    if not class_names:
+        raise ValueError(
+            f"{directory!r} has no subfolders. An image folder needs one subfolder per "
+            "class, holding that class's images."
+        )
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        for root, dirs, files in os.walk(os.path.join(directory, class_name), followlinks=True):
+            dirs.sort()
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(root, file))
+                    labels.append(label)
+    if not paths:
+        raise ValueError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {directory!r}'s class "
+            "subfolders."
+        )
+    return paths, labels, class_names
+
+
+def _decode_file(path, label):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return image, label
+
+
+def _parse_tfds_source(source):
+    parts = source.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(f"Bad dataset {source!r}: write 'tfds:NAME' or 'tfds:NAME:SPLIT'.")
+    return parts[1], (parts[2] if len(parts) == 3 else None)
+
+
+def _tfds_images(source, default_splits, data_dir, manual_dir, shuffle_files):
+    """`(dataset of (uint8 HWC3 image, label), class_names, num_examples)` from tfds."""
+    import tensorflow_datasets as tfds
+
+    name, split = _parse_tfds_source(source)
+    builder = tfds.builder(name, data_dir=data_dir)
+    # Prepares from local files only when they are there (e.g. manual_dir); otherwise
+    # tfds downloads, as `tfds.load` does.
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    info = builder.info
+    if split is None and not info.splits:
+        split = default_splits[0]  # split metadata unknown (e.g. under tfds mocking)
+    if split is None:
+        split = next((s for s in default_splits if s in info.splits), None)
+        if split is None:
+            raise ValueError(
+                f"{name} has no {' or '.join(default_splits)} split; name one: "
+                f"'tfds:{name}:SPLIT' with SPLIT in {sorted(info.splits)}."
+            )
+    if "image" not in info.features or "label" not in info.features:
+        raise ValueError(f"tfds dataset {name} needs 'image' and 'label' features.")
+    class_names = list(info.features["label"].names)
+    dataset = builder.as_dataset(split=split, shuffle_files=shuffle_files)
+    try:
+        num_examples = info.splits[split].num_examples
+    except (KeyError, ValueError):
+        num_examples = None
+
+    def to_rgb(example):
+        image = example["image"]
+        # Grayscale datasets (e.g. mnist) have one channel; the models want RGB.
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        return tf.cast(image, tf.uint8), example["label"]
+
+    return dataset.map(to_rgb, num_parallel_calls=AUTOTUNE), class_names, num_examples
+
+
+def source_images(source, training, data_dir=None, manual_dir=None, shuffle_seed=None):
+    """`(dataset of (uint8 HWC image, int32 label), class_names, num_examples)`, unbatched.
+
+    Training datasets are shuffled (file order, before decoding, so that the shuffle
+    buffer holds file names, not images).
+    """
+    source = os.fspath(source)
+    if source.startswith("tfds:"):
+        splits = ("train",) if training else ("validation", "test")
+        dataset, class_names, num_examples = _tfds_images(
+            source, splits, data_dir, manual_dir, shuffle_files=training
+        )
+        if training:
+            dataset = dataset.shuffle(4096, seed=shuffle_seed)
+    else:
+        paths, labels, class_names = image_folder_files(source)
+        num_examples = len(paths)
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if training:
+            dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(_decode_file, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
+    return dataset, class_names, num_examples
+
+
+def eval_transform(image, image_size=224, crop_ratio=0.875, interpolation="bilinear"):
+    """Resize the shorter side to `image_size / crop_ratio`, center-crop `image_size`
+    (the timm/torchvision evaluation transform). Returns float32 RGB in [0, 255]."""
+    crop_height, crop_width = _size_pair(image_size)
+    scale_size = math.floor(max(crop_height, crop_width) / crop_ratio)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = scale_size / tf.minimum(height, width)
+    # torchvision truncates the longer side and keeps the shorter exactly.
+    new_height = tf.where(height <= width, scale_size, tf.cast(height * scale, tf.int32))
+    new_width = tf.where(width < height, scale_size, tf.cast(width * scale, tf.int32))
+    new_height = tf.maximum(new_height, crop_height)
+    new_width = tf.maximum(new_width, crop_width)
+    image = tf.image.resize(
+        tf.cast(image, tf.float32), tf.stack([new_height, new_width]), method=interpolation, antialias=True
+    )
+    top = tf.cast(tf.round(tf.cast(new_height - crop_height, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_width - crop_width, tf.float32) / 2.0), tf.int32)
+    image = image[top : top + crop_height, left : left + crop_width]
+    image = tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
+    return tf.ensure_shape(image, (crop_height, crop_width, 3))
+
+
+def train_transform(image, image_size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear"):
+    """Random-resized-crop (Inception-style: area fraction in `scale`, aspect ratio in
+    `ratio`) to `image_size`, then a random horizontal flip. Returns float32 [0, 255]."""
+    height, width = _size_pair(image_size)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
+        min_object_covered=0.0,
+        aspect_ratio_range=ratio,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.slice(image, begin, size)
+    image = tf.image.resize(tf.cast(image, tf.float32), (height, width), method=interpolation, antialias=True)
+    image = tf.image.random_flip_left_right(image)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.ensure_shape(image, (height, width, 3))
+
+
+def _finish(dataset, batch_size, preprocessing, drop_remainder=False):
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if preprocessing is not None:
+        dataset = dataset.map(lambda x, y: (preprocessing(x), y), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def eval_dataset(
+    source,
+    image_size=224,
+    crop_ratio=0.875,
+    interpolation="bilinear",
+    batch_size=32,
+    *,
+    data_dir=None,
+    manual_dir=None,
+    preprocessing=preprocess_input,
+):
+    """The evaluation pipeline: `(dataset, class_names)`.
+
+    `dataset` yields `(images, labels)`: float32 `(batch, image_size, image_size, 3)`
+    images (shorter side resized to `image_size / crop_ratio` with `interpolation`,
+    center crop `image_size`, then `preprocessing`, by default
+    `keras_pf.preprocess_input`) and int32 labels, in the source's order. `image_size`
+    may be an int or `(height, width)`. See the module docstring for `source`.
+    `preprocessing=None` yields the raw float32 [0, 255] pixels.
+    """
+    _check_interpolation(interpolation)
+    if not 0 < crop_ratio <= 1:
+        raise ValueError(f"crop_ratio must be in (0, 1]; received {crop_ratio}.")
+    dataset, class_names, _ = source_images(source, training=False, data_dir=data_dir, manual_dir=manual_dir)
+    dataset = dataset.map(
+        lambda image, label: (eval_transform(image, image_size, crop_ratio, interpolation), label),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return _finish(dataset, batch_size, preprocessing), class_names
+
+
+def train_dataset(
+    source,
+    image_size=224,
+    batch_size=32,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    interpolation="bilinear",
+    *,
+    data_dir=None,
+    manual_dir=None,
+    preprocessing=preprocess_input,
+    seed=None,
+    repeat=False,
+    drop_remainder=False,
+):
+    """The training pipeline: `(dataset, class_names)`, reshuffled every epoch.
+
+    Random-resized-crop to `image_size` (area fraction in `scale`, aspect ratio in
+    `ratio`), random horizontal flip, then `preprocessing` (by default
+    `keras_pf.preprocess_input`); int32 labels. `repeat=True` repeats forever (use it
+    with `steps_per_epoch`).
+    """
+    _check_interpolation(interpolation)
+    dataset, class_names, _ = source_images(
+        source, training=True, data_dir=data_dir, manual_dir=manual_dir, shuffle_seed=seed
+    )
+    dataset = dataset.map(
+        lambda image, label: (train_transform(image, image_size, scale, ratio, interpolation), label),
+        num_parallel_calls=AUTOTUNE,
+    )
+    if repeat:
+        dataset = dataset.repeat()
+    return _finish(dataset, batch_size, preprocessing, drop_remainder), class_names
