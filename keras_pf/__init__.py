@@ -5,6 +5,7 @@ from keras_pf.imagenet import decode_predictions, preprocess_input
 from keras_pf.pf_pit import PFPiT, PFPiTBase, PFPiTSmall, PFPiTTiny
 from keras_pf.pf_resnet import PFResNet, PFResNet50, PFResNet50Hybrid, PFResNet50Max, PFResNet50Plain
 from keras_pf.pf_vit import PFViT, PFViTBase, PFViTSmall, PFViTTiny
+from keras_pf.transfer import feature_layers, feature_pyramid, freeze_backbone, set_backbone_trainable
 from keras_pf.weights import load_torch_weights
 
 __version__ = "0.1.0"
