@@ -70,3 +70,13 @@ def small_resnet():
         args.update(kwargs)
         return keras_pf.PFResNet(**args)
     return make
+
+
+@pytest.fixture
+def parity_case_pit():
+    return ParityCase("pit_max_64")
+
+
+@pytest.fixture
+def parity_case_resnet_hybrid():
+    return ParityCase("resnet_hybrid_64")
