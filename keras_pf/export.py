@@ -56,7 +56,7 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
         from keras_pf.imagenet import MEAN, STD
 
         if input_dtype == "uint8":
-            x = keras.layers.Identity(dtype="float32", name="to_float")(keras.ops.cast(x, "float32"))
+            x = keras.ops.cast(x, "float32")
         mean = [255.0 * m for m in MEAN]
         variance = [(255.0 * s) ** 2 for s in STD]
         x = keras.layers.Normalization(mean=mean, variance=variance, name="preprocess")(x)
@@ -168,6 +168,9 @@ def _atomic_write(path, content):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content if isinstance(content, bytes) else content.encode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain file is wanted
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -369,3 +372,123 @@ def weight_dtypes(path):
             weight = dequantized.get(op["inputs"][1], op["inputs"][1])
             found.setdefault(op["op_name"], set()).add(dtypes[weight])
     return {name: sorted(kinds) for name, kinds in found.items()}
+
+
+# ------------------------------------------------------------------------------ check
+
+
+def check_tflite(model, path, images, include_preprocessing=False):
+    """How faithful the `.tflite` file at `path` is to `model` on `images` (as the file
+    consumes them). Returns a dict:
+
+    - `max_abs_diff`, `mean_abs_diff`: TFLite vs Keras outputs (for a float32 file
+      this should be ~1e-6; reduced precisions are judged by the next two),
+    - `top1_agreement`: fraction of images whose top-1 class matches Keras',
+    - `dynamic_ops`: shape-computing or Flex ops in the file (should be empty),
+    - `undelegated_ops`: `{op: count}` left outside the XNNPACK delegate,
+    - `weight_dtypes`, `size_bytes`.
+    """
+    images = np.asarray(images)
+    keras_in = images.astype("float32")
+    if include_preprocessing:
+        from keras_pf.imagenet import preprocess_input
+
+        keras_in = preprocess_input(keras_in)
+    reference = np.asarray(model(keras_in, training=False), dtype="float32")
+    outputs = run_tflite(path, images)
+    diff = np.abs(outputs - reference)
+    report = {
+        "path": os.fspath(path),
+        "size_bytes": os.path.getsize(path),
+        "images": len(images),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "dynamic_ops": dynamic_ops(path),
+        "undelegated_ops": undelegated_ops(path),
+        "weight_dtypes": weight_dtypes(path),
+    }
+    if reference.ndim == 2:
+        report["top1_agreement"] = float(np.mean(outputs.argmax(-1) == reference.argmax(-1)))
+    return report
+
+
+def format_check(reports):
+    """A Markdown table of `check_tflite` reports (one row per file)."""
+    rows = ["| file | size (KB) | max abs diff | mean abs diff | top-1 agreement | weights "
+            "| dynamic ops | ops outside XNNPACK |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        agreement = f"{100 * r['top1_agreement']:.1f}%" if "top1_agreement" in r else "-"
+        weights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in r["weight_dtypes"].items())
+        outside = ", ".join(f"{k} x{n}" for k, n in sorted(r["undelegated_ops"].items())) or "none"
+        rows.append(
+            f"| {os.path.basename(r['path'])} | {r['size_bytes'] / 1024:.0f} | "
+            f"{r['max_abs_diff']:.2e} | {r['mean_abs_diff']:.2e} | {agreement} | {weights} | "
+            f"{', '.join(r['dynamic_ops']) or 'none'} | {outside} |")
+    return "\n".join(rows)
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def add_export_arguments(parser):
+    parser.add_argument("model", help="a keras_pf model name (keras_pf.MODELS), e.g. PFResNet50Max")
+    parser.add_argument("--weights", default=None,
+                        help="weights tag, .weights.h5 or .pth file; 'none' for random "
+                             "(default: the model's own default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--calibration", default=None,
+                        help="int8 calibration (and --check) images: DIR or tfds:NAME")
+    parser.add_argument("--num-calibration", type=int, default=100)
+    parser.add_argument("--input-size", type=int, default=224, help="square input side")
+    parser.add_argument("--include-preprocessing", action="store_true",
+                        help="normalize inside the graph: the app feeds RGB pixels in [0, 255]")
+    parser.add_argument("--uint8-input", action="store_true",
+                        help="with --include-preprocessing: the input is uint8 pixels")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--check", action="store_true",
+                        help="compare the file with the Keras model and print a table")
+
+
+def run_export(args):
+    import keras_pf
+
+    if args.model not in keras_pf.MODELS:
+        raise ValueError(f"Unknown model {args.model!r}; choose from {sorted(keras_pf.MODELS)}")
+    if args.uint8_input and not args.include_preprocessing:
+        raise ValueError("--uint8-input feeds raw pixels: add --include-preprocessing")
+    kwargs = {"input_shape": (args.input_size, args.input_size, 3)}
+    if args.weights is not None:
+        kwargs["weights"] = None if args.weights.lower() == "none" else args.weights
+    model = keras_pf.MODELS[args.model](**kwargs)
+    input_dtype = "uint8" if args.uint8_input else "float32"
+    images = None
+    if args.calibration is not None:
+        images, note = calibration_images(args.calibration, (args.input_size,) * 2,
+                                          args.include_preprocessing, args.num_calibration)
+        print(f"calibration/check images: {note}")
+    path = export_tflite(model, args.output, args.precision,
+                         calibration=images if images is not None else None,
+                         include_preprocessing=args.include_preprocessing,
+                         num_calibration=args.num_calibration, input_dtype=input_dtype)
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    if os.path.exists(labels_path(path)):
+        print(f"wrote {labels_path(path)}")
+    if args.check:
+        check_images = images
+        if check_images is None:
+            check_images, note = calibration_images(None, (args.input_size,) * 2,
+                                                    args.include_preprocessing, 16)
+            print(f"check images: {note}")
+        if args.uint8_input:
+            check_images = np.clip(np.round(check_images), 0, 255).astype("uint8")
+        reports = [check_tflite(model, path, check_images, args.include_preprocessing)]
+        if args.precision != "float32":  # the float32 file beside it, for reference
+            with tempfile.TemporaryDirectory() as tmp:
+                ref = export_tflite(model, os.path.join(tmp, "float32.tflite"),
+                                    include_preprocessing=args.include_preprocessing,
+                                    input_dtype=input_dtype)
+                reports.insert(0, check_tflite(model, ref, check_images, args.include_preprocessing))
+        print(format_check(reports))
+        if reports[-1]["dynamic_ops"]:
+            raise ValueError(f"the file has dynamic-shape/Flex ops: {reports[-1]['dynamic_ops']}")
