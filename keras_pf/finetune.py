@@ -1,0 +1,314 @@
+"""Fine-tune a keras_pf model on a new dataset, on one device or several (`tf.distribute`).
+
+The one training path behind `keras-pf finetune` and `tools/finetune.py`: a keras_pf
+backbone (`include_top=False, pooling="avg"`) with any weights (a registry tag such as
+"imagenet", a .weights.h5/.pth path, or None), a new head (dropout + "logits" +
+float32 softmax "predictions"), the `keras_pf.data` pipelines (random-resized-crop
+and flip for training, resize + center crop for evaluation, `preprocess_input`), and
+Keras `fit`.
+
+Two-phase schedule (the Keras transfer-learning guide): `head_epochs` with the
+backbone frozen, then `epochs` with every layer trainable at `fine_tune_learning_rate`.
+With pretrained weights the backbone is called with `training=False` and its
+BatchNormalization layers stay frozen in both phases, so their ImageNet statistics
+survive small batches; from scratch (`weights=None`) BatchNorm trains normally.
+
+Strategies: "default" (one device), "mirrored" (`tf.distribute.MirroredStrategy`:
+all local GPUs, else all logical CPUs; `logical_cpus=N` splits the CPU into N devices
+for testing), "multiworker" (`tf.distribute.MultiWorkerMirroredStrategy`: every worker
+runs the same command with its own `TF_CONFIG` environment variable, e.g.
+`{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
+"index": 0}}`; worker 0 is the chief and writes the outputs). The model, optimizer and
+metrics are built inside `strategy.scope()`; `batch_size` is the global batch.
+
+Outputs in `output_dir`: `checkpoints/epochNNN.weights.h5` (every epoch),
+`model.keras` (final model), `class_names.json`, `history.json` (per-epoch metrics
+and the final evaluation) and `training_curves.png`.
+"""
+
+import json
+import os
+import tempfile
+
+import keras
+
+from keras_pf import MODELS, PFPiT, PFResNet, PFViT
+from keras_pf.transfer import set_backbone_trainable
+
+# Generic builders, usable with `model_args` (e.g. a reduced-width ResNet for tests).
+BUILDERS = {**MODELS, "PFResNet": PFResNet, "PFViT": PFViT, "PFPiT": PFPiT}
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def configure_logical_cpus(count):
+    """Split the physical CPU into `count` logical devices (for MirroredStrategy tests).
+    Must run before TensorFlow initializes its devices, i.e. first in the process."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+        )
+    except RuntimeError as error:
+        raise RuntimeError(
+            "logical CPUs must be configured before TensorFlow runs anything; call "
+            "configure_logical_cpus first in a fresh process"
+        ) from error
+
+
+def build_strategy(name="default"):
+    """The `tf.distribute` strategy called `name` (one of STRATEGIES)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        # No GPU: mirror over the logical CPUs; NCCL is GPU-only, so reduce on one device.
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "--strategy multiworker needs the TF_CONFIG environment variable on every "
+                "worker (cluster addresses and this worker's index); see `keras-pf finetune --help`."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+
+
+def build_model(model_name, classes, image_size=224, weights=None, model_args=None, dropout=0.0):
+    """`(model, backbone)`: the keras_pf backbone `model_name` (a MODELS name or a
+    generic builder "PFResNet"/"PFViT"/"PFPiT" with `model_args`) under a new head of
+    `classes` classes. The "predictions" softmax is float32 under mixed precision."""
+    if model_name not in BUILDERS:
+        raise ValueError(f"Unknown model {model_name!r}; use one of {', '.join(BUILDERS)}.")
+    if model_name in MODELS and model_args:
+        raise ValueError(
+            f"model_args only apply to the generic builders (PFResNet, PFViT, PFPiT), not {model_name}."
+        )
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    backbone = BUILDERS[model_name](
+        include_top=False, weights=weights, input_shape=(height, width, 3), pooling="avg",
+        **(model_args or {}),
+    )
+    inputs = keras.Input((height, width, 3), name="image")
+    # Pretrained backbone: BatchNorm in inference mode, even once unfrozen.
+    x = backbone(inputs, training=False) if weights is not None else backbone(inputs)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(classes, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned"), backbone
+
+
+def _compile(model, learning_rate, weight_decay):
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _atomic_write(path, write):
+    """Call `write(tmp_path)`, then move it onto `path`: never a partial file at `path`."""
+    directory, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=base)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot_history(history, path):
+    """Training/validation loss and accuracy per epoch, written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history["loss"]) + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                axis.plot(epochs, history[key], marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    if history.get("phase_boundary"):
+        for axis in axes:
+            axis.axvline(history["phase_boundary"] + 0.5, color="gray", linestyle="--")
+    figure.tight_layout()
+    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+
+
+def finetune(
+    model_name,
+    train_source,
+    val_source=None,
+    output_dir="finetune_output",
+    *,
+    weights="imagenet",
+    model_args=None,
+    image_size=224,
+    batch_size=32,
+    head_epochs=0,
+    epochs=5,
+    learning_rate=1e-3,
+    fine_tune_learning_rate=1e-4,
+    weight_decay=0.05,
+    dropout=0.0,
+    mixed_precision=False,
+    strategy="default",
+    data_dir=None,
+    manual_dir=None,
+    seed=None,
+    verbose=1,
+):
+    """Fine-tune and evaluate; returns a dict with `history`, `evaluation` (final
+    loss/accuracy on `val_source`), `class_names`, `model` and the output paths.
+
+    `train_source`/`val_source`: image folders or "tfds:NAME[:SPLIT]" (see
+    `keras_pf.data`). Without `val_source`, a tfds source is evaluated on its
+    validation (else test) split; an image folder needs an explicit `val_source`.
+    """
+    from keras_pf.data import eval_dataset, train_dataset
+
+    if head_epochs < 0 or epochs < 0 or head_epochs + epochs == 0:
+        raise ValueError("Train for at least one epoch: head_epochs + epochs must be > 0.")
+    if val_source is None:
+        if not str(train_source).startswith("tfds:"):
+            raise ValueError(
+                "An image-folder training set needs a validation folder (val_source / --val)."
+            )
+        val_source = ":".join(str(train_source).split(":")[:2])  # default eval split
+    if isinstance(strategy, str):
+        strategy = build_strategy(strategy)
+    os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+    train_data, class_names = train_dataset(
+        train_source, image_size, batch_size, data_dir=data_dir, manual_dir=manual_dir, seed=seed
+    )
+    val_data, val_class_names = eval_dataset(
+        val_source, image_size, batch_size=batch_size, data_dir=data_dir, manual_dir=manual_dir
+    )
+    if list(val_class_names) != list(class_names):
+        raise ValueError(
+            f"Training and validation classes differ: {class_names} vs {val_class_names}; "
+            "give both the same class subfolders."
+        )
+
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model, backbone = build_model(
+                model_name, len(class_names), image_size, weights, model_args, dropout
+            )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        os.path.join(output_dir, "checkpoints", "epoch{epoch:03d}.weights.h5"), save_weights_only=True
+    )
+    history = {}
+
+    def run_phase(first_epoch, last_epoch, learning_rate):
+        with strategy.scope():
+            _compile(model, learning_rate, weight_decay)
+        result = model.fit(
+            train_data, validation_data=val_data, initial_epoch=first_epoch, epochs=last_epoch,
+            callbacks=[checkpoint], verbose=verbose, shuffle=False,  # train_dataset shuffles
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+
+    if head_epochs:
+        set_backbone_trainable(backbone, False)
+        run_phase(0, head_epochs, learning_rate)
+    if epochs:
+        set_backbone_trainable(backbone, True, freeze_batchnorm=weights is not None)
+        run_phase(head_epochs, head_epochs + epochs, fine_tune_learning_rate if head_epochs else learning_rate)
+
+    evaluation = model.evaluate(val_data, verbose=verbose, return_dict=True)
+    evaluation = {key: float(value) for key, value in evaluation.items()}
+    paths = {
+        "model": os.path.join(output_dir, "model.keras"),
+        "class_names": os.path.join(output_dir, "class_names.json"),
+        "history": os.path.join(output_dir, "history.json"),
+        "plot": os.path.join(output_dir, "training_curves.png"),
+    }
+    _atomic_write(paths["model"], model.save)  # the temp name keeps the .keras suffix
+    record = {**history, "phase_boundary": head_epochs if head_epochs and epochs else 0,
+              "evaluation": evaluation}
+    _atomic_write(paths["history"], lambda tmp: _write_json(tmp, record))
+    _atomic_write(paths["class_names"], lambda tmp: _write_json(tmp, list(class_names)))
+    plot_history(record, paths["plot"])
+    return {"history": history, "evaluation": evaluation, "class_names": list(class_names),
+            "model": model, "paths": paths}
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def add_finetune_arguments(parser):
+    parser.add_argument("model", help=f"model name: {', '.join(BUILDERS)}")
+    parser.add_argument("train", help="training data: image folder (one subfolder per class) or tfds:NAME[:SPLIT]")
+    parser.add_argument("--val", help="validation data (default for tfds: its validation, else test split)")
+    parser.add_argument("-o", "--output-dir", default="finetune_output", help="checkpoints, model, curves")
+    parser.add_argument("--weights", default="imagenet",
+                        help="weights tag, .weights.h5/.pth path, or 'none' for random init (default imagenet)")
+    parser.add_argument("--model-args", type=json.loads, default=None,
+                        help='JSON keyword arguments for a generic builder, e.g. \'{"depths": [1,1,1,1]}\'')
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    parser.add_argument("--head-epochs", type=int, default=0, help="phase 1: epochs with the backbone frozen")
+    parser.add_argument("--epochs", type=int, default=5, help="phase 2: epochs with all layers trainable")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (phase 1, or the only phase)")
+    parser.add_argument("--fine-tune-lr", type=float, default=1e-4, help="phase 2 learning rate after a head phase")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    parser.add_argument("--logical-cpus", type=int, default=0,
+                        help="split the CPU into N logical devices (to try mirrored without GPUs)")
+    parser.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    parser.add_argument("--manual-dir", help="tensorflow-datasets manual_dir (e.g. ImageNet tar files)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_finetune(args):
+    if args.logical_cpus:
+        configure_logical_cpus(args.logical_cpus)
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    result = finetune(
+        args.model, args.train, args.val, args.output_dir, weights=weights, model_args=args.model_args,
+        image_size=args.image_size, batch_size=args.batch_size, head_epochs=args.head_epochs,
+        epochs=args.epochs, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
+        weight_decay=args.weight_decay, dropout=args.dropout, mixed_precision=args.mixed_precision,
+        strategy=args.strategy, data_dir=args.data_dir, manual_dir=args.manual_dir, seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+    evaluation = result["evaluation"]
+    print(f"final evaluation: loss {evaluation['loss']:.4f}, accuracy {evaluation['accuracy']:.4f}")
+    print(f"wrote {result['paths']['model']}, {result['paths']['plot']}, {result['paths']['history']}")
