@@ -135,9 +135,10 @@ def read_checkpoint(path):
                 "Download the file by hand in a browser and pass its path."
             ) from None
         raise CheckpointError(
-            f"{path} is not a zip-format PyTorch checkpoint (torch >= 1.6). If it is "
-            "a legacy-format file, re-save it with a recent torch: "
-            "`torch.save(torch.load(path), new_path)`."
+            f"{path} is not a readable zip-format PyTorch checkpoint (torch >= 1.6): "
+            "either the file is truncated or corrupt (download it again), or it is a "
+            "legacy-format file (re-save it with a recent torch: "
+            "`torch.save(torch.load(path), new_path)`)."
         ) from None
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
