@@ -23,7 +23,14 @@ def convert_checkpoint(model_name, checkpoint, output, input_size=224):
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     model = keras_pf.MODELS[model_name](weights=None, input_shape=(input_size, input_size, 3))
-    keras_pf.load_torch_weights(model, checkpoint)
+    return save_converted(model, checkpoint, output)
+
+
+def save_converted(model, checkpoint, output):
+    """Load the original `checkpoint` into the built `model`, write `output` atomically."""
+    from keras_pf.weights.convert import load_torch_weights
+
+    load_torch_weights(model, checkpoint)
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
     # Write beside the target and rename, so a failure never leaves a partial file.
@@ -41,3 +48,69 @@ def convert_checkpoint(model_name, checkpoint, output, input_size=224):
 def run_convert(args):
     model = convert_checkpoint(args.model, args.checkpoint, args.output, args.input_size)
     print(f"{args.model}: {len(model.weights)} weights from {args.checkpoint} -> {args.output}")
+
+
+# --- `keras-pf weights list | download | import | verify` ----------------------------
+
+def add_weights_arguments(parser):
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every published checkpoint, its figures and cache state")
+    download = actions.add_parser("download", help="get weights into the cache (all by default)")
+    download.add_argument("model", nargs="?", help="weights id, e.g. pf_resnet50_hybrid")
+    download.add_argument("--tag", default="imagenet")
+    imported = actions.add_parser(
+        "import", help="put a manually downloaded checkpoint (.pth) or .weights.h5 in the cache")
+    imported.add_argument("path")
+    imported.add_argument("--model", required=True, help="weights id, e.g. pf_resnet50_hybrid")
+    imported.add_argument("--tag", default="imagenet")
+    verify = actions.add_parser("verify", help="check cached files (sha256, loading)")
+    verify.add_argument("model", nargs="?", help="weights id (default: every cached file)")
+    verify.add_argument("--tag", default=None)
+
+
+def _selected(model, tag):
+    from keras_pf.weights import registry
+
+    if model is None:
+        return [(weights_id, t) for weights_id, t, _, _ in registry.entries()]
+    _, concrete, _ = registry.resolve(model, tag or "imagenet")
+    return [(model, concrete)] if tag else [(model, t) for t in registry.WEIGHTS[model]["tags"]]
+
+
+def run_weights(args):
+    from keras_pf.weights import download, registry
+
+    if args.action == "list":
+        print(f"cache: {registry.cache_dir()}")
+        print(f"{'weights id':20} {'tag':16} {'top-1':>6} {'top-5':>6} {'params':>7}  "
+              f"{'eval':17} cached  note")
+        for weights_id, tag, is_default, info in registry.entries():
+            entry = registry.WEIGHTS[weights_id]
+            pre = registry.preprocessing(weights_id)
+            fig = lambda v: f"{v:6.1f}" if v is not None else "     ?"  # noqa: E731
+            name = tag + (" (imagenet)" if is_default else "")
+            params = f"{entry['params'] / 1e6:6.1f}M" if entry.get("params") else "      ?"
+            cached = "yes" if registry.cached_weights_path(weights_id, tag) else "no"
+            print(f"{weights_id:20} {name:16} {fig(info['reported'].get('top1'))} "
+                  f"{fig(info['reported'].get('top5'))} {params}  "
+                  f"{pre['interpolation']} {pre['crop_ratio']}  {cached:6}  {info.get('note', '')}")
+        return 0
+    if args.action == "download":
+        for weights_id, tag in _selected(args.model, args.tag if args.model else None):
+            print(f"{weights_id}/{tag}: {download.fetch(weights_id, tag)}")
+        return 0
+    if args.action == "import":
+        path = download.import_file(args.path, args.model, args.tag)
+        print(f"{args.model}/{args.tag}: {args.path} -> {path}")
+        return 0
+    failed = 0
+    for weights_id, tag in _selected(args.model, args.tag):
+        if args.model is None and registry.cached_weights_path(weights_id, tag) is None:
+            continue  # with no model named, check only what is cached
+        try:
+            path, digest, status = download.verify(weights_id, tag)
+            print(f"{weights_id}/{tag}: OK {path} sha256={digest} ({status})")
+        except (OSError, ValueError) as error:
+            failed += 1
+            print(f"{weights_id}/{tag}: FAILED {error}")
+    return 1 if failed else 0

@@ -1,0 +1,264 @@
+"""`weights=<tag>` end to end against a real HTTP server on 127.0.0.1: download, convert,
+cache, mirror, failures (sha256 mismatch, truncation, refusal, HTML page) and two
+processes at once. The registry is pointed at the server by a runtime entry whose
+source is a small parity checkpoint of the original code."""
+
+import collections
+import copy
+import http.server
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ParityCase
+
+CASE = "resnet_hybrid_64"
+WEIGHTS_ID = "test_pf_resnet"
+TAG = "tiny"
+
+
+def build_case_model(**kwargs):
+    """The registry's builder for the test entry: the parity case's architecture."""
+    return ParityCase(CASE).build(**kwargs)
+
+
+def register_test_entry(source, **kwargs):
+    from keras_pf.weights import registry
+
+    return registry.register_weights(WEIGHTS_ID, TAG, source, model=build_case_model,
+                                     imagenet=True, note="parity checkpoint", **kwargs)
+
+
+class Server:
+    """Serves `files` (URL path -> bytes) and counts requests per path. `mode`:
+    "ok", "truncated" (announces the full length, sends half), "refuse" (403 for
+    everything), "html" (a Drive-like quota page); `delay` seconds before answering."""
+
+    def __init__(self, files):
+        self.files, self.mode, self.delay = dict(files), "ok", 0.0
+        self.requests = collections.Counter()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests[self.path] += 1
+                time.sleep(server.delay)
+                if server.mode == "refuse" or self.path not in server.files:
+                    self.send_error(403 if server.mode == "refuse" else 404)
+                    return
+                body = server.files[self.path]
+                if server.mode == "html":
+                    body = b"<!DOCTYPE html><html><body>Quota exceeded</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if server.mode == "truncated" else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    case = ParityCase(CASE)
+    s = Server({"/checkpoint.pth": case.checkpoint.read_bytes()})
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache ($KERAS_HOME) and a registry copy the test may change."""
+    from keras_pf.weights import registry
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(registry, "WEIGHTS", copy.deepcopy(registry.WEIGHTS))
+    return tmp_path / "keras_home" / "models" / "keras_pf"
+
+
+def cache_files(cache):
+    """Everything in the cache but lock files (locks are not weights)."""
+    if not cache.exists():
+        return []
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+
+
+def load_by_tag(tag="imagenet"):
+    from keras_pf.weights import load_weights
+
+    model = build_case_model()
+    load_weights(model, tag, weights_id=WEIGHTS_ID)
+    return model
+
+
+def test_first_use_downloads_converts_and_caches_then_needs_no_server(server, cache):
+    case = ParityCase(CASE)
+    register_test_entry(server.url + "/checkpoint.pth")
+    model = load_by_tag()
+    assert server.requests["/checkpoint.pth"] == 1
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
+
+    server.close()  # second use: from the cache, no server at all
+    again = load_by_tag(TAG)
+    np.testing.assert_allclose(np.asarray(again(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
+    assert server.requests["/checkpoint.pth"] == 1
+
+
+def test_cached_weights_load_into_a_headless_model_of_another_size(server, cache):
+    from keras_pf.weights import load_weights
+
+    register_test_entry(server.url + "/checkpoint.pth")
+    full = load_by_tag()
+    backbone = build_case_model(include_top=False, input_shape=(96, 96, 3))
+    load_weights(backbone, "imagenet", weights_id=WEIGHTS_ID)
+    for layer in ("conv1_conv", "conv5_block1_3_bn"):
+        for a, b in zip(full.get_layer(layer).weights, backbone.get_layer(layer).weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _assert_fails_cleanly(cache, *needles):
+    from keras_pf.weights import load_weights
+    from keras_pf.weights.download import WeightsDownloadError
+
+    model = build_case_model()
+    before = [np.asarray(w).copy() for w in model.weights]
+    with pytest.raises(WeightsDownloadError) as error:
+        load_weights(model, "imagenet", weights_id=WEIGHTS_ID)
+    message = str(error.value)
+    for needle in needles + ("keras-pf weights import PATH", f"--model {WEIGHTS_ID} --tag {TAG}"):
+        assert needle in message, message
+    assert cache_files(cache) == []
+    for old, new in zip(before, model.weights):
+        np.testing.assert_array_equal(old, np.asarray(new))
+    return message
+
+
+def test_sha256_mismatch_is_an_error_and_leaves_the_cache_unchanged(server, cache):
+    register_test_entry(server.url + "/checkpoint.pth", source_sha256="0" * 64)
+    _assert_fails_cleanly(cache, "sha256 mismatch", server.url + "/checkpoint.pth")
+
+
+def test_truncated_download_is_an_error_and_leaves_the_cache_unchanged(server, cache):
+    server.mode = "truncated"
+    register_test_entry(server.url + "/checkpoint.pth")
+    message = _assert_fails_cleanly(cache, server.url + "/checkpoint.pth")
+    assert "truncated" in message or "broken" in message, message
+
+
+def test_refusing_server_is_an_error_and_leaves_the_cache_unchanged(server, cache):
+    server.mode = "refuse"
+    register_test_entry(server.url + "/checkpoint.pth")
+    _assert_fails_cleanly(cache, "HTTP 403", server.url + "/checkpoint.pth")
+
+
+def test_offline_is_an_error_naming_the_file_and_the_manual_steps(server, cache):
+    url = server.url + "/checkpoint.pth"
+    server.close()
+    register_test_entry(url)
+    _assert_fails_cleanly(cache, "cannot connect", url)
+
+
+def test_html_page_instead_of_the_checkpoint_is_said_plainly(server, cache):
+    server.mode = "html"
+    register_test_entry(server.url + "/checkpoint.pth")
+    _assert_fails_cleanly(cache, "web page instead of the file")
+
+
+def _converted_bytes(tmp_path):
+    from keras_pf.weights.cli import save_converted
+
+    path = tmp_path / "converted.weights.h5"
+    save_converted(build_case_model(), str(ParityCase(CASE).checkpoint), str(path))
+    return path.read_bytes()
+
+
+def test_mirror_is_used_when_its_sha256_matches(server, cache, tmp_path, monkeypatch):
+    import hashlib
+
+    from keras_pf.weights import registry
+
+    data = _converted_bytes(tmp_path)
+    server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = data
+    monkeypatch.setenv(registry.MIRROR_ENV, server.url + "/mirror/")
+    register_test_entry(server.url + "/checkpoint.pth", sha256=hashlib.sha256(data).hexdigest())
+    model = load_by_tag()
+    case = ParityCase(CASE)
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
+    assert server.requests[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] == 1
+    assert server.requests["/checkpoint.pth"] == 0
+
+
+def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_path, monkeypatch):
+    from keras_pf.weights import registry
+
+    server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = _converted_bytes(tmp_path)
+    monkeypatch.setenv(registry.MIRROR_ENV, server.url + "/mirror")
+    register_test_entry(server.url + "/checkpoint.pth", sha256="f" * 64)
+    load_by_tag()
+    assert server.requests[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] == 1
+    assert server.requests["/checkpoint.pth"] == 1
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+
+
+def test_two_processes_at_once_download_once(server, cache, tmp_path):
+    server.delay = 1.0  # keep the first download in flight while the second asks
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {tests_dir!r})
+        from test_weights_download import register_test_entry
+        from keras_pf.weights import download
+        register_test_entry({server.url + "/checkpoint.pth"!r})
+        print(download.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+    """)
+    env = dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert paths == {str(cache / f"{WEIGHTS_ID}_{TAG}.weights.h5")}
+    assert server.requests["/checkpoint.pth"] == 1
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+
+
+def test_cli_import_then_verify(cache, capsys):
+    from keras_pf import cli
+
+    register_test_entry("http://127.0.0.1:9/never-used.pth")
+    checkpoint = str(ParityCase(CASE).checkpoint)
+    assert cli.main(["weights", "import", checkpoint, "--model", WEIGHTS_ID, "--tag", TAG]) == 0
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cli.main(["weights", "verify", WEIGHTS_ID]) == 0
+    out = capsys.readouterr().out
+    assert f"{WEIGHTS_ID}/{TAG}: OK" in out
+
+    # A corrupted cached file fails verification when its sha256 is recorded.
+    from keras_pf.weights import download, registry
+
+    path = registry.cached_weights_path(WEIGHTS_ID, TAG)
+    registry.WEIGHTS[WEIGHTS_ID]["tags"][TAG]["sha256"] = download.sha256_of(path)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    with open(path, "wb") as f:
+        f.write(data)
+    assert cli.main(["weights", "verify", WEIGHTS_ID, "--tag", TAG]) == 1
+    assert "FAILED" in capsys.readouterr().out
