@@ -48,7 +48,7 @@ Returns:
 
 
 def _is_weights_tag(weights):
-    return isinstance(weights, str) and not os.path.sep in weights and not weights.endswith(
+    return isinstance(weights, str) and os.path.sep not in weights and not weights.endswith(
         (".h5", ".keras", ".pth", ".pt", ".bin")
     )
 
