@@ -197,6 +197,8 @@ def finetune(
         val_source = ":".join(str(train_source).split(":")[:2])  # default eval split
     if isinstance(strategy, str):
         strategy = build_strategy(strategy)
+    if verbose:
+        print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
     if seed is not None:
         keras.utils.set_random_seed(seed)
