@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": ("keras_pf.demo", "build PF-ResNet50, classify a sample image, compare with ResNet50"),
     "convert": ("keras_pf.weights.cli", "convert an original .pth checkpoint to .weights.h5"),
     "finetune": ("keras_pf.finetune", "fine-tune a model on an image folder or tfds:NAME (tf.distribute-ready)"),
+    "gradcam": ("keras_pf.gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("keras_pf.weights.cli", "list, download, import or verify published weights"),
     "export": ("keras_pf.export", "export a model to a mobile .tflite file (float32/float16/dynamic/int8)"),
 }
