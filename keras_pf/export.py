@@ -452,6 +452,7 @@ def add_export_arguments(parser):
 
 def run_export(args):
     import keras_pf
+    from keras_pf.imagenet import preprocess_input
 
     if args.model not in keras_pf.MODELS:
         raise ValueError(f"Unknown model {args.model!r}; choose from {sorted(keras_pf.MODELS)}")
@@ -477,9 +478,10 @@ def run_export(args):
     if args.check:
         check_images = images
         if check_images is None:
-            check_images, note = calibration_images(None, (args.input_size,) * 2,
-                                                    args.include_preprocessing, 16)
-            print(f"check images: {note}")
+            print("check images: 16 uniform random images (pass --calibration DIR to "
+                  "check on real images)")
+            pixels = np.random.default_rng(0).uniform(0, 255, (16, args.input_size, args.input_size, 3))
+            check_images = pixels if args.include_preprocessing else preprocess_input(pixels)
         if args.uint8_input:
             check_images = np.clip(np.round(check_images), 0, 255).astype("uint8")
         reports = [check_tflite(model, path, check_images, args.include_preprocessing)]
