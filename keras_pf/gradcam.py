@@ -15,26 +15,71 @@ import tensorflow as tf
 from keras_pf.transfer import feature_layers
 
 
-def _class_score_model(model, layer_name):
-    """A model from the input to (feature map, class scores). The scores are the
-    logits when the model ends in a softmax "predictions" Dense (keras.applications
-    style) or has a "logits" layer (keras_pf.finetune): softmax saturates gradients."""
-    features = model.get_layer(layer_name).output
+def _is_softmax_dense(layer):
+    return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
+
+
+def _logits(layer, x):
+    """The pre-softmax output of a softmax Dense layer: softmax saturates gradients."""
+    x = keras.ops.matmul(x, layer.kernel)
+    return x + layer.bias if layer.use_bias else x
+
+
+def _nested_backbone(model):
+    """The keras_pf backbone nested in `model` (e.g. a `keras_pf.finetune` model)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            try:
+                feature_layers(layer)
+                return layer
+            except ValueError:
+                continue
+    return None
+
+
+def _scorer(model, layer_name):
+    """`(score(image) -> (feature map, class logits), layer_name)`.
+
+    Flat keras_pf classifiers (`include_top=True`) are differentiated as one model. A
+    model holding a keras_pf backbone as a nested layer (`keras_pf.finetune`) runs the
+    backbone to (feature map, output), then its head layers in order up to "logits".
+    """
     names = {layer.name for layer in model.layers}
-    if "logits" in names:
-        return keras.Model(model.input, [features, model.get_layer("logits").output]), None
-    predictions = model.get_layer("predictions") if "predictions" in names else None
-    if isinstance(predictions, keras.layers.Dense):
-        return keras.Model(model.input, [features, predictions.input]), predictions
-    return keras.Model(model.input, [features, model.output]), None
+    backbone = None if layer_name in names else _nested_backbone(model)
+    if backbone is None:
+        layer_name = layer_name or feature_layers(model)[-1][0]
+        features = model.get_layer(layer_name).output
+        last = model.layers[-1]
+        if "logits" in names:
+            outputs, last = model.get_layer("logits").output, None
+        elif _is_softmax_dense(last):
+            outputs = last.input
+        else:
+            outputs, last = model.output, None
+        inner, head = keras.Model(model.input, [features, outputs]), [last] if last else []
+    else:
+        layer_name = layer_name or feature_layers(backbone)[-1][0]
+        inner = keras.Model(backbone.input, [backbone.get_layer(layer_name).output, backbone.output])
+        after = model.layers[model.layers.index(backbone) + 1:]
+        stop = [layer.name for layer in after].index("logits") + 1 if "logits" in names else len(after)
+        head = after[:stop]
+
+    def score(image):
+        features, x = inner(image, training=False)
+        for layer in head:
+            x = _logits(layer, x) if _is_softmax_dense(layer) else layer(x, training=False)
+        return features, x
+
+    return score, layer_name
 
 
 def gradcam(model, image, class_index=None, layer_name=None):
     """The Grad-CAM heat map of `model` for one preprocessed image.
 
     Args:
-        model: a keras_pf classifier (`include_top=True`, or a `keras_pf.finetune`
-            model whose backbone layers are in the model itself).
+        model: a keras_pf classifier (`include_top=True`), or a model with a keras_pf
+            backbone as a nested layer followed by a chain of head layers (as
+            `keras_pf.finetune` builds it).
         image: `(height, width, 3)` or `(1, height, width, 3)` array, already
             preprocessed (`keras_pf.preprocess_input`) at the model's input size.
         class_index: the class to explain; default: the top predicted class.
@@ -50,13 +95,9 @@ def gradcam(model, image, class_index=None, layer_name=None):
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
         raise ValueError(f"gradcam explains one RGB image; received shape {image.shape}.")
-    if layer_name is None:
-        layer_name = feature_layers(model)[-1][0]
-    score_model, dense = _class_score_model(model, layer_name)
+    score, layer_name = _scorer(model, layer_name)
     with tf.GradientTape() as tape:
-        features, scores = score_model(image, training=False)
-        if dense is not None:  # logits of the softmax Dense, from its input
-            scores = tf.matmul(scores, dense.kernel) + (dense.bias if dense.use_bias else 0.0)
+        features, scores = score(tf.constant(image))
         if class_index is None:
             class_index = int(tf.argmax(scores[0]))
         score = scores[:, class_index]
@@ -136,4 +177,4 @@ def run_gradcam(args):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    print(f"class {label}: Grad-CAM of layer {args.layer or feature_layers(model)[-1][0]} -> {args.output}")
+    print(f"class {label}: Grad-CAM -> {args.output}")

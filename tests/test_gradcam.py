@@ -15,12 +15,13 @@ def _small_classifier(seed=0):
                              input_shape=(128, 128, 3), classes=5)
 
 
-def _reference_gradcam(model, image, class_index):
+def _reference_gradcam(model, image, class_index, backbone=None, dense="predictions"):
     """Grad-CAM written out with the analytic gradient of the head (global average
     pool + Dense), as an independent check of the GradientTape version."""
-    features_model = keras.Model(model.inputs, model.get_layer("conv5_block1_out").output)
+    backbone = backbone or model
+    features_model = keras.Model(backbone.inputs, backbone.get_layer("conv5_block1_out").output)
     features = features_model.predict(image[None], verbose=0)
-    dense = model.get_layer("predictions")
+    dense = model.get_layer(dense)
     kernel, bias = (np.array(w, np.float64) for w in dense.get_weights())
     # Head = global average pool + Dense: the logit is linear in the feature map, so
     # its gradient is the Dense column spread evenly over the h*w locations.
@@ -43,6 +44,20 @@ def test_gradcam_matches_the_definition():
     assert not np.allclose(heatmap, other)
     assert heatmap.max() == pytest.approx(1.0) and heatmap.min() >= 0
     assert heatmap.std() > 0.01  # not constant
+
+
+def test_gradcam_of_a_finetuned_model_with_nested_backbone():
+    from keras_pf.finetune import build_model
+
+    keras.utils.set_random_seed(0)
+    model, backbone = build_model("PFResNet", 5, 128, weights=None, dropout=0.2, model_args=dict(
+        block="hybrid", depths=(1, 1, 1, 1), width_mult=0.25))
+    image = np.random.default_rng(2).normal(0, 1, (128, 128, 3)).astype("float32")
+    heatmap, class_index = gradcam(model, image)
+    assert class_index == int(np.argmax(model.predict(image[None], verbose=0)))
+    reference = _reference_gradcam(model, image, class_index, backbone=backbone, dense="logits")
+    np.testing.assert_allclose(heatmap, reference, atol=1e-4)
+    assert heatmap.std() > 0.01
 
 
 def test_gradcam_default_class_is_top_prediction():
@@ -88,3 +103,16 @@ def test_gradcam_command_errors(tmp_path, capsys):
 
     assert main(["gradcam", "NoSuchNet", "x.jpg", "-o", str(tmp_path / "o.png")]) == 2
     assert "Unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("builder, kwargs, grid", [
+    (keras_pf.PFViT, dict(embed_dim=48, depth=4, num_heads=3), (4, 4)),
+    (keras_pf.PFPiT, dict(base_dims=(16, 16, 16), depths=(2, 2, 2), heads=(1, 2, 4)), (2, 2)),
+])
+def test_gradcam_transformers(builder, kwargs, grid):
+    keras.utils.set_random_seed(0)
+    model = builder(weights=None, input_shape=(64, 64, 3), classes=4, **kwargs)
+    image = np.random.default_rng(0).normal(0, 1, (64, 64, 3)).astype("float32")
+    heatmaps = [gradcam(model, image, class_index=c)[0] for c in range(4)]
+    assert all(h.shape == grid and np.isfinite(h).all() for h in heatmaps)
+    assert max(h.std() for h in heatmaps) > 0.01
