@@ -50,15 +50,47 @@ def count_flops(model):
     return int(sum(_layer_macs(layer) for layer in model.layers))
 
 
-def measure_latency(model, batch_size=1, runs=20, warmup=3):
-    """Median seconds of `model(x, training=False)` on a random batch."""
-    shape = (batch_size, *model.input_shape[1:])
-    x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
+def median_seconds(call, runs=20, warmup=3):
+    """Median wall-clock seconds of `call()` over `runs` calls after `warmup` calls."""
     for _ in range(warmup):
-        model(x, training=False)
+        call()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        np.asarray(model(x, training=False))
+        call()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def random_batch(model, batch_size=1, seed=0):
+    """A float32 batch of uniform [0, 1) images of the model's input shape."""
+    shape = (batch_size, *model.input_shape[1:])
+    return np.random.default_rng(seed).uniform(0, 1, shape).astype("float32")
+
+
+def compiled_predict(model, jit_compile=False):
+    """A function `x -> numpy outputs` running Keras' compiled predict step (a
+    `tf.function` on TensorFlow; XLA-compiled if `jit_compile`), as `model.predict`
+    would, without its per-call data-adapter overhead. Recompiles `model` (its
+    optimizer and loss, if any, are dropped): meant for benchmark-only models."""
+    model.compile(jit_compile=jit_compile)
+    model.make_predict_function(force=True)
+    return lambda x: model.predict_on_batch(x)
+
+
+def measure_latency(model, batch_size=1, runs=20, warmup=3, mode="eager"):
+    """Median seconds of one forward pass on a random batch.
+
+    `mode`: "eager" (`model(x, training=False)`), "compiled" (Keras' compiled predict
+    step, see `compiled_predict`) or "xla" (the same, XLA-compiled). The compiled modes
+    recompile `model`.
+    """
+    x = random_batch(model, batch_size)
+    if mode == "eager":
+        call = lambda: np.asarray(model(x, training=False))  # noqa: E731
+    elif mode in ("compiled", "xla"):
+        predict = compiled_predict(model, jit_compile=mode == "xla")
+        call = lambda: predict(x)  # noqa: E731
+    else:
+        raise ValueError(f"mode must be 'eager', 'compiled' or 'xla'; received {mode!r}")
+    return median_seconds(call, runs, warmup)

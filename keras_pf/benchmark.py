@@ -1,0 +1,454 @@
+"""Side-by-side benchmark of the parameter-free networks against `keras.applications`
+ResNet50 and MobileNetV2: parameters, FLOPs, Keras latency (compiled, XLA), TFLite
+latency, file size and peak memory per precision, each as a ratio to ResNet50.
+
+One process, one run: the Keras timings interleave the models round by round (so a
+load spike hits all of them alike); each TFLite file is timed in a fresh child process
+that imports only the LiteRT interpreter, whose peak RSS is the file's memory figure.
+Weights are random (`weights=None`): latency does not depend on their values, and int8
+files are calibrated on random images, which is fine for timing but not for accuracy.
+
+TensorFlow-specific (TFLite export and LiteRT), hence its own module; `keras-pf
+benchmark` and `tools/benchmark.py` run `benchmark_models`.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from keras_pf import profile
+
+BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
+DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
+                  "PFViTSmall", "PFPiTSmall")
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+KERAS_MODES = ("compiled", "xla")
+REFERENCE = "ResNet50"
+
+# Reported ImageNet top-1 of the baselines (keras.applications docs; the paper's own
+# R50 baseline is 76.2, but this is keras' ResNet50, so its own figure is used). The
+# parameter-free models' figures come from the weights registry.
+BASELINE_TOP1 = {"ResNet50": {"keras.applications": 74.9},
+                 "MobileNetV2": {"keras.applications": 71.3}}
+# Used only if the registry has no figures for a model (same numbers as the paper).
+FALLBACK_TOP1 = {
+    "PFResNet50Max": {"paper": 74.3, "long": 75.5},
+    "PFResNet50Hybrid": {"paper": 77.1, "long": 78.0},
+    "PFViTSmall": {"plain": 74.2, "cutmix": 77.3, "deit": 80.0},
+    "PFPiTSmall": {"plain": 75.7, "cutmix": 78.1, "deit": 80.8},
+}
+
+
+# ------------------------------------------------------------------------------ models
+
+
+def build(name, image_size=224):
+    """A `weights=None` model `name` (a keras.applications baseline or a
+    `keras_pf.MODELS` name) for `image_size` x `image_size` RGB input."""
+    import keras
+
+    import keras_pf
+
+    shape = (image_size, image_size, 3)
+    if name in BASELINES:
+        return getattr(keras.applications, name)(weights=None, input_shape=shape)
+    if name not in keras_pf.MODELS:
+        known = ", ".join(BASELINES + tuple(keras_pf.MODELS))
+        raise ValueError(f"Unknown model {name!r}; choose from: {known}")
+    return keras_pf.MODELS[name](weights=None, input_shape=shape)
+
+
+def reported_top1(name):
+    """`{recipe or tag: top-1}` reported for `name` ({} if none is known)."""
+    if name in BASELINE_TOP1:
+        return dict(BASELINE_TOP1[name])
+    figures = {}
+    try:
+        from keras_pf.weights import registry
+
+        for entry in registry.WEIGHTS.values():
+            if not isinstance(entry, dict) or entry.get("model") != name:
+                continue
+            for tag, info in entry.get("tags", {}).items():
+                reported = info.get("reported") or {}
+                if reported.get("top1") is not None:
+                    figures[tag] = reported["top1"]
+                figures.update(reported.get("top1_by_recipe") or {})
+    except (ImportError, AttributeError, TypeError):  # registry layout changed: fall back
+        figures = {}
+    return figures or dict(FALLBACK_TOP1.get(name, {}))
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def machine():
+    """What the numbers were measured on."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # not installed as a distribution
+        litert = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": litert,
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+# ------------------------------------------------------------------------------ keras
+
+
+def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
+    """`{name: {mode: median seconds}}`, batch 1, the models interleaved per run."""
+    results = {name: {} for name in models}
+    for mode in modes:
+        calls = {}
+        for name, model in models.items():
+            predict = profile.compiled_predict(model, jit_compile=mode == "xla")
+            x = profile.random_batch(model)
+            calls[name] = (lambda p, x: lambda: p(x))(predict, x)
+            for _ in range(warmup):
+                calls[name]()
+        times = {name: [] for name in models}
+        for _ in range(runs):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+        for name in models:
+            results[name][mode] = float(np.median(times[name]))
+    return results
+
+
+# ----------------------------------------------------------------------------- tflite
+
+# Runs in a child process that imports only numpy and LiteRT, so its peak RSS is the
+# interpreter's. Prints one JSON line.
+_TFLITE_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+def rss_kb(field):  # Linux: current (VmRSS) or peak (VmHWM) resident set, kB
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+path, threads, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+try:  # reset the peak to the current RSS, so that imports' transient peaks don't count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = rss_kb("VmRSS")
+except OSError:  # not Linux: the peak so far (in kB on Linux, bytes on macOS)
+    base = None
+interp = Interpreter(model_path=path, num_threads=threads)
+interp.allocate_tensors()
+inp = interp.get_input_details()[0]
+x = np.random.default_rng(0).uniform(0, 1, inp["shape"]).astype(inp["dtype"])
+interp.set_tensor(inp["index"], x)
+for _ in range(warmup):
+    interp.invoke()
+times = []
+for _ in range(runs):
+    start = time.perf_counter()
+    interp.invoke()
+    times.append(time.perf_counter() - start)
+if base is not None:
+    delta_mb = (rss_kb("VmHWM") - base) / 1024
+else:
+    delta_mb = None
+print(json.dumps({"seconds": float(np.median(times)), "peak_memory_mb": delta_mb}))
+"""
+
+
+def tflite_latency(path, threads=2, runs=20, warmup=3):
+    """`{"seconds": median invoke() seconds, "peak_memory_mb": peak RSS increase of a
+    fresh process over loading, allocating and running the file (Linux; None
+    elsewhere)}`, with the interpreter's default (XNNPACK) delegate, batch 1."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TFLITE_CHILD, os.fspath(path), str(threads), str(runs),
+         str(warmup)],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode != 0:
+        raise RuntimeError(f"Timing {path} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def export_all(model, directory, name, precisions=PRECISIONS, calibration_images=8):
+    """`{precision: path}`: the model exported with `keras_pf.export.export_tflite`.
+    Int8 is calibrated on random images (timing only)."""
+    from keras_pf.export import export_tflite
+
+    paths = {}
+    for precision in precisions:
+        path = os.path.join(directory, f"{name}_{precision}.tflite")
+        calibration = None
+        if precision == "int8":
+            size = tuple(model.input_shape[1:])
+            calibration = np.random.default_rng(0).normal(0, 1, (calibration_images, *size))
+        export_tflite(model, path, precision=precision, calibration=calibration)
+        paths[precision] = path
+    return paths
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def _ratios(results, reference):
+    """Each model's figures divided by the reference model's same figure."""
+    if reference not in results:
+        return
+    ref = results[reference]
+
+    def ratio(a, b):
+        return None if a is None or not b else a / b
+
+    for row in results.values():
+        row["ratio_to_" + reference] = {
+            "params": ratio(row["params"], ref["params"]),
+            "flops": ratio(row["flops"], ref["flops"]),
+            "keras": {m: ratio(row["keras"].get(m), ref["keras"].get(m)) for m in row["keras"]},
+            "tflite": {p: {k: ratio(row["tflite"][p].get(k), ref["tflite"].get(p, {}).get(k))
+                           for k in ("seconds", "file_mb", "peak_memory_mb")}
+                       for p in row["tflite"]},
+        }
+
+
+def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, threads=2,
+                  precisions=PRECISIONS, keras_modes=KERAS_MODES, output_dir="benchmarks",
+                  builders=None, reference=REFERENCE, log=print):
+    """Measure `models` side by side and write `results.json`, `results.md` and
+    `top1_vs_latency.png` to `output_dir`. Returns the results dict.
+
+    `builders`: optional `{name: callable(image_size) -> model}` for models outside
+    `build` (e.g. small test configurations).
+    """
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise ValueError(f"Need runs >= 1, warmup >= 0 and threads >= 1; received "
+                         f"runs={runs}, warmup={warmup}, threads={threads}")
+    builders = builders or {}
+    import keras_pf
+
+    unknown = [n for n in models if n not in builders and n not in BASELINES
+               and n not in keras_pf.MODELS]
+    if unknown:  # before minutes of building and exporting
+        known = ", ".join(BASELINES + tuple(keras_pf.MODELS))
+        raise ValueError(f"Unknown model {unknown[0]!r}; choose from: {known}")
+    info = machine()
+    info.update(image_size=image_size, batch_size=1, runs=runs, warmup=warmup,
+                tflite_threads=threads, weights="random (weights=None)",
+                int8_calibration="random images (timing only)")
+    built, results = {}, {}
+    for name in models:
+        log(f"building {name}")
+        model = builders[name](image_size) if name in builders else build(name, image_size)
+        built[name] = model
+        results[name] = {"params": profile.count_params(model),
+                         "flops": profile.count_flops(model),
+                         "reported_top1": reported_top1(name), "keras": {}, "tflite": {}}
+    if keras_modes:
+        log(f"Keras latency ({', '.join(keras_modes)}), {runs} runs, models interleaved")
+        for name, latency in keras_latencies(built, keras_modes, runs, warmup).items():
+            results[name]["keras"] = latency
+    with tempfile.TemporaryDirectory(prefix="keras_pf_benchmark_") as tmp:
+        for name, model in built.items():
+            if not precisions:
+                break
+            log(f"exporting {name} ({', '.join(precisions)})")
+            paths = export_all(model, tmp, name, precisions)
+            for precision, path in paths.items():
+                measured = tflite_latency(path, threads, runs, warmup)
+                measured["file_mb"] = os.path.getsize(path) / 2**20
+                results[name]["tflite"][precision] = measured
+                log(f"  {name} {precision}: {measured['seconds'] * 1e3:.1f} ms, "
+                    f"{measured['file_mb']:.1f} MB")
+                os.remove(path)
+            built[name] = None  # free memory as we go
+    info["load_average_end"] = list(os.getloadavg())
+    _ratios(results, reference)
+    report = {"machine": info, "reference": reference, "models": results}
+    write_outputs(report, output_dir)
+    return report
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def _atomic_write(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fmt(value, scale=1.0, digits=1):
+    return "–" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _with_ratio(value, ratio, scale=1.0, digits=1):
+    if value is None:
+        return "–"
+    text = _fmt(value, scale, digits)
+    return text if ratio is None else f"{text} ({ratio:.2f}x)"
+
+
+def format_markdown(report):
+    """The results as Markdown tables (figures with their ratio to the reference)."""
+    info, ref, results = report["machine"], report["reference"], report["models"]
+    key = "ratio_to_" + ref
+    lines = [
+        f"Measured on {info['cpu']}, {info['cores']} cores; TensorFlow {info['tensorflow']}, "
+        f"Keras {info['keras']}, ai-edge-litert {info['ai_edge_litert']}; "
+        f"{info['image_size']}x{info['image_size']}, batch 1, median of {info['runs']} runs "
+        f"after {info['warmup']} warm-up; TFLite with the default (XNNPACK) delegate, "
+        f"{info['tflite_threads']} threads. Load average "
+        f"{info['load_average_start'][0]:.2f} at start, {info['load_average_end'][0]:.2f} "
+        f"at end. Random weights; int8 calibrated on random images (timing only). "
+        f"(x) = ratio to {ref}, pair by pair.",
+        "",
+    ]
+    precisions = [p for p in PRECISIONS if any(p in r["tflite"] for r in results.values())]
+    modes = [m for m in KERAS_MODES if any(m in r["keras"] for r in results.values())]
+    head = ["Model", "Top-1 (reported)", "Params (M)", "GMACs"]
+    head += [f"Keras {m} (ms)" for m in modes] + [f"TFLite {p} (ms)" for p in precisions]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in results.items():
+        ratio = row.get(key, {})
+        top1 = row["reported_top1"]
+        top1_text = "/".join(f"{v:g}" for v in sorted(set(top1.values()))) if top1 else "–"
+        cells = [name, top1_text, _with_ratio(row["params"], ratio.get("params"), 1e-6),
+                 _with_ratio(row["flops"], ratio.get("flops"), 1e-9, 2)]
+        cells += [_with_ratio(row["keras"].get(m), ratio.get("keras", {}).get(m), 1e3)
+                  for m in modes]
+        cells += [_with_ratio(row["tflite"].get(p, {}).get("seconds"),
+                              ratio.get("tflite", {}).get(p, {}).get("seconds"), 1e3)
+                  for p in precisions]
+        lines.append("| " + " | ".join(cells) + " |")
+    if precisions:
+        lines += ["", "TFLite file size and peak memory (RSS increase of a fresh process "
+                  "loading and running the file), MB:", ""]
+        head = ["Model"] + [f"{p} size" for p in precisions] + [f"{p} memory" for p in precisions]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, row in results.items():
+            ratio = row.get(key, {}).get("tflite", {})
+            cells = [name]
+            cells += [_with_ratio(row["tflite"].get(p, {}).get("file_mb"),
+                                  ratio.get(p, {}).get("file_mb")) for p in precisions]
+            cells += [_with_ratio(row["tflite"].get(p, {}).get("peak_memory_mb"),
+                                  ratio.get(p, {}).get("peak_memory_mb")) for p in precisions]
+            lines.append("| " + " | ".join(cells) + " |")
+        if "int8" in precisions and "float32" in precisions:
+            sizes = [f"{name} {row['tflite']['int8']['file_mb'] / row['tflite']['float32']['file_mb']:.2f}"
+                     for name, row in results.items()
+                     if "int8" in row["tflite"] and "float32" in row["tflite"]]
+            lines += ["", "Int8 / float32 file size: " + ", ".join(sizes) + "."]
+    lines += ["", "Reported top-1: keras.applications' own figures for ResNet50 (74.9; the "
+              "paper's R50 baseline is 76.2) and MobileNetV2; the paper's for the others "
+              "(several figures: training recipes / longer training)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report, path):
+    """PNG of reported top-1 against latency (TFLite float32, else compiled Keras)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xlabel = "TFLite float32 latency (ms)"
+    for name, row in report["models"].items():
+        seconds = row["tflite"].get("float32", {}).get("seconds")
+        if seconds is None:
+            seconds, xlabel = row["keras"].get("compiled"), "Keras compiled latency (ms)"
+        top1 = sorted(row["reported_top1"].values())
+        if seconds is None or not top1:
+            continue
+        x = seconds * 1e3
+        baseline = name in BASELINES
+        ax.plot([x] * len(top1), top1, "-o", color="gray" if baseline else "tab:blue",
+                markersize=5)
+        ax.annotate(name, (x, top1[-1]), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    info = report["machine"]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("reported ImageNet top-1 (%)")
+    ax.set_title(f"{info['image_size']}px, batch 1, {info['tflite_threads']} threads, "
+                 f"{info['cpu'][:40]}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
+                               suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_outputs(report, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    _atomic_write(os.path.join(output_dir, "results.json"), json.dumps(report, indent=2) + "\n")
+    _atomic_write(os.path.join(output_dir, "results.md"), format_markdown(report))
+    plot(report, os.path.join(output_dir, "top1_vs_latency.png"))
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def add_benchmark_arguments(parser):
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                        help="keras.applications baselines (ResNet50, MobileNetV2) and "
+                             f"keras_pf.MODELS names; default: {' '.join(DEFAULT_MODELS)}")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs (median)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    parser.add_argument("--precisions", nargs="*", default=list(PRECISIONS),
+                        choices=PRECISIONS, help="TFLite precisions (none: skip TFLite)")
+    parser.add_argument("--keras-modes", nargs="*", default=list(KERAS_MODES),
+                        choices=KERAS_MODES, help="Keras latency modes (none: skip)")
+    parser.add_argument("--output-dir", default="benchmarks")
+
+
+def run_benchmark(args):
+    report = benchmark_models(args.models, args.image_size, args.runs, args.warmup,
+                           args.threads, args.precisions, args.keras_modes, args.output_dir)
+    print(format_markdown(report))
+    print(f"Wrote results.json, results.md and top1_vs_latency.png to {args.output_dir}")
+

@@ -1,0 +1,113 @@
+"""Smoke test of the benchmark (`keras_pf/benchmark.py`) at a tiny size: it must write
+its three outputs with figures that agree with `keras_pf.profile` and with each other."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_pf
+from keras_pf import benchmark, profile
+
+
+def _tiny(block):
+    return lambda size: keras_pf.PFResNet(block=block, depths=(1, 1, 1, 1), width_mult=0.25,
+                                          weights=None, input_shape=(size, size, 3), classes=10)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    builders = {"tiny_plain": _tiny("plain"), "tiny_max": _tiny("max")}
+    result = benchmark.benchmark_models(list(builders), image_size=64, runs=2, warmup=1,
+                                        builders=builders, reference="tiny_plain",
+                                        output_dir=str(out), log=lambda *_: None)
+    return out, result, builders
+
+
+def test_writes_json_markdown_and_plot(report):
+    out, result, _ = report
+    with open(out / "results.json") as f:
+        assert json.load(f) == json.loads(json.dumps(result))
+    markdown = (out / "results.md").read_text()
+    for text in ("tiny_plain", "tiny_max", "TFLite int8 (ms)", "Keras xla (ms)",
+                 result["machine"]["cpu"], "(0.", "(1.00x)"):
+        assert text in markdown
+    with open(out / "top1_vs_latency.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp_")]
+
+
+def test_figures_agree_with_profile_and_are_sane(report):
+    _, result, builders = report
+    for name, builder in builders.items():
+        model = builder(64)
+        row = result["models"][name]
+        assert row["params"] == profile.count_params(model) > 0
+        assert row["flops"] == profile.count_flops(model) > 0
+        assert set(row["keras"]) == {"compiled", "xla"}
+        assert all(0 < s < 10 for s in row["keras"].values())
+        assert set(row["tflite"]) == set(benchmark.PRECISIONS)
+        for precision, measured in row["tflite"].items():
+            assert 0 < measured["seconds"] < 10, precision
+            assert measured["file_mb"] > 0 and measured["peak_memory_mb"] > 0, precision
+        sizes = {p: row["tflite"][p]["file_mb"] for p in benchmark.PRECISIONS}
+        # float16 halves the weights, dynamic and int8 quarter them
+        assert sizes["dynamic"] < sizes["float16"] < sizes["float32"]
+        assert sizes["int8"] < 0.6 * sizes["float32"]
+    # R50-max drops every 3x3 conv: fewer parameters and MACs than the plain network
+    plain, pool = result["models"]["tiny_plain"], result["models"]["tiny_max"]
+    assert pool["params"] < plain["params"] and pool["flops"] < plain["flops"]
+
+
+def test_ratios_are_computed_pair_by_pair(report):
+    _, result, _ = report
+    ref = result["models"]["tiny_plain"]
+    for row in result["models"].values():
+        ratio = row["ratio_to_tiny_plain"]
+        assert ratio["params"] == pytest.approx(row["params"] / ref["params"])
+        assert ratio["flops"] == pytest.approx(row["flops"] / ref["flops"])
+        for mode, seconds in row["keras"].items():
+            assert ratio["keras"][mode] == pytest.approx(seconds / ref["keras"][mode])
+        for precision, measured in row["tflite"].items():
+            for key in ("seconds", "file_mb", "peak_memory_mb"):
+                expected = measured[key] / ref["tflite"][precision][key]
+                assert ratio["tflite"][precision][key] == pytest.approx(expected)
+    assert all(v == pytest.approx(1.0) for v in (ref["ratio_to_tiny_plain"]["params"],
+                                                 ref["ratio_to_tiny_plain"]["flops"]))
+
+
+def test_reported_top1_comes_from_the_registry_and_baselines():
+    assert benchmark.reported_top1("ResNet50") == {"keras.applications": 74.9}
+    hybrid = benchmark.reported_top1("PFResNet50Hybrid")
+    assert 77.1 in hybrid.values() and 78.0 in hybrid.values()
+    assert max(benchmark.reported_top1("PFPiTSmall").values()) == 80.8
+    assert benchmark.reported_top1("tiny_plain") == {}
+
+
+def test_measure_latency_modes():
+    model = _tiny("max")(32)
+    for mode in ("eager", "compiled", "xla"):
+        assert 0 < profile.measure_latency(model, runs=2, warmup=1, mode=mode) < 10
+    with pytest.raises(ValueError, match="mode"):
+        profile.measure_latency(model, mode="fast")
+    x = profile.random_batch(model)
+    np.testing.assert_allclose(profile.compiled_predict(model)(x),
+                               np.asarray(model(x, training=False)), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_arguments_give_clear_errors(capsys):
+    from keras_pf import cli
+
+    assert cli.main(["benchmark", "--models", "ResNet5O", "--precisions", "--keras-modes",
+                     "--output-dir", os.devnull + "_unused"]) == 2
+    assert "Unknown model 'ResNet5O'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="runs >= 1"):
+        benchmark.benchmark_models(["ResNet50"], runs=0)
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_tool", os.path.join(os.path.dirname(__file__), "..", "tools", "benchmark.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--models", "NoSuchNet", "--precisions", "--keras-modes"]) == 2
