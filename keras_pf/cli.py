@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "demo": ("keras_pf.demo", "build PF-ResNet50, classify a sample image, compare with ResNet50"),
     "convert": ("keras_pf.weights.cli", "convert an original .pth checkpoint to .weights.h5"),
+    "benchmark": ("keras_pf.benchmark", "latency, size and FLOPs side by side with keras.applications ResNet50"),
     "finetune": ("keras_pf.finetune", "fine-tune a model on an image folder or tfds:NAME (tf.distribute-ready)"),
     "gradcam": ("keras_pf.gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("keras_pf.weights.cli", "list, download, import or verify published weights"),
