@@ -28,6 +28,7 @@ and the final evaluation) and `training_curves.png`.
 
 import json
 import os
+import shutil
 import tempfile
 
 import keras
@@ -78,6 +79,18 @@ def build_strategy(name="default"):
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+
+
+def is_chief(strategy):
+    """Whether this worker writes the outputs: always, except under a multi-worker
+    cluster, where the "chief" task (else worker 0) does."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
 def build_model(model_name, classes, image_size=224, weights=None, model_args=None, dropout=0.0):
@@ -199,6 +212,11 @@ def finetune(
         strategy = build_strategy(strategy)
     if verbose:
         print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    chief = is_chief(strategy)
+    if not chief:
+        # Every worker saves (saving can involve collectives), but only the chief
+        # keeps its files: the others write to a private temporary directory.
+        output_dir = tempfile.mkdtemp(prefix="keras_pf_finetune_worker_")
     os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -262,6 +280,9 @@ def finetune(
     _atomic_write(paths["history"], lambda tmp: _write_json(tmp, record))
     _atomic_write(paths["class_names"], lambda tmp: _write_json(tmp, list(class_names)))
     plot_history(record, paths["plot"])
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        paths = {}
     return {"history": history, "evaluation": evaluation, "class_names": list(class_names),
             "model": model, "paths": paths}
 
@@ -313,4 +334,5 @@ def run_finetune(args):
     )
     evaluation = result["evaluation"]
     print(f"final evaluation: loss {evaluation['loss']:.4f}, accuracy {evaluation['accuracy']:.4f}")
-    print(f"wrote {result['paths']['model']}, {result['paths']['plot']}, {result['paths']['history']}")
+    if result["paths"]:
+        print(f"wrote {result['paths']['model']}, {result['paths']['plot']}, {result['paths']['history']}")

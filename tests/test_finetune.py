@@ -153,3 +153,22 @@ def test_finetune_cli_errors(tmp_path, shapes, capsys):
     assert main(["finetune", "PFResNet50", str(tmp_path / "missing"), "--val", train,
                  "--weights", "none", "-o", str(tmp_path)]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_only_the_chief_keeps_outputs():
+    from types import SimpleNamespace
+
+    from keras_pf.finetune import is_chief
+
+    def strategy(cluster, task_type, task_id):
+        spec = SimpleNamespace(as_dict=lambda: cluster)
+        return SimpleNamespace(cluster_resolver=SimpleNamespace(
+            cluster_spec=lambda: spec, task_type=task_type, task_id=task_id))
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert is_chief(SimpleNamespace())  # default / mirrored: no cluster
+    assert is_chief(strategy(workers, "worker", 0))
+    assert not is_chief(strategy(workers, "worker", 1))
+    with_chief = {"chief": ["c:1"], **workers}
+    assert is_chief(strategy(with_chief, "chief", 0))
+    assert not is_chief(strategy(with_chief, "worker", 0))
