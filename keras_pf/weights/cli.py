@@ -1,6 +1,8 @@
 """`keras-pf convert`: an original checkpoint to a Keras weights file."""
 
+import collections
 import os
+import re
 import tempfile
 
 
@@ -31,6 +33,7 @@ def save_converted(model, checkpoint, output):
     from keras_pf.weights.convert import load_torch_weights
 
     load_torch_weights(model, checkpoint)
+    _renumber_auto_names(model)
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
     # Write beside the target and rename, so a failure never leaves a partial file.
@@ -43,6 +46,20 @@ def save_converted(model, checkpoint, output):
         if os.path.exists(tmp):
             os.remove(tmp)
     return model
+
+
+def _renumber_auto_names(model):
+    """Keras writes every layer's name into the weights file, and unnamed layers (the
+    input, MultiHeadAttention's inner softmax and dropout) are numbered per process
+    (`softmax_7`). Numbering them as a fresh process would keeps the converted file's
+    bytes, hence its sha256, reproducible: converting the same original anywhere gives
+    the published file. Only names change; no weight is touched."""
+    seen = collections.Counter()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+        if re.fullmatch(re.escape(base) + r"(_\d+)?", layer.name):
+            layer.name = base if not seen[base] else f"{base}_{seen[base]}"
+            seen[base] += 1
 
 
 def run_convert(args):

@@ -228,7 +228,12 @@ def import_file(path, weights_id, tag, progress=False):
             return target
         if not str(path).endswith(".weights.h5"):
             raise ValueError(f"{path}: expected an original checkpoint (.pth) or a .weights.h5 file")
-        _check_payload(path, info.get("sha256"), path)
+        try:
+            _check_payload(path, info.get("sha256"), path)
+        except WeightsDownloadError as error:
+            raise WeightsDownloadError(
+                f"{error} Import the original checkpoint (.pth) instead: it is converted here."
+            ) from error
         registry.build_model(weights_id).load_weights(path)  # raises if it does not fit
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part.weights.h5")
         os.close(fd)
