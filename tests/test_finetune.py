@@ -172,3 +172,57 @@ def test_only_the_chief_keeps_outputs():
     with_chief = {"chief": ["c:1"], **workers}
     assert is_chief(strategy(with_chief, "chief", 0))
     assert not is_chief(strategy(with_chief, "worker", 0))
+
+
+# The input pipelines (keras_pf.data), which evaluation and calibration tools share.
+
+def test_eval_dataset_matches_a_pil_reference(tmp_path):
+    from keras_pf.data import eval_dataset
+
+    rng = np.random.default_rng(0)
+    # Smooth content, so that resampling-filter details stay small.
+    y, x = np.mgrid[0:90, 0:150]
+    pixels = np.stack([x * 1.5, y * 2.5, (x + y) * 0.8], -1).clip(0, 255).astype(np.uint8)
+    for name in ("b", "a"):
+        os.makedirs(tmp_path / name)
+    Image.fromarray(pixels).save(tmp_path / "b" / "0.png")
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "a" / "0.png")
+    dataset, class_names = eval_dataset(str(tmp_path), image_size=56, crop_ratio=0.875, batch_size=4)
+    assert class_names == ["a", "b"]  # sorted folder names
+    images, labels = next(iter(dataset))
+    assert images.shape == (2, 56, 56, 3) and images.dtype == "float32"
+    assert labels.numpy().tolist() == [0, 1]
+    raw, _ = next(iter(eval_dataset(str(tmp_path), 56, 0.875, batch_size=4, preprocessing=None)))
+    np.testing.assert_allclose(images, keras_pf.preprocess_input(raw.numpy()), atol=1e-5)
+    # torchvision's transform, by hand: shorter side to 64, centre crop 56. A crop one
+    # pixel off differs by more than 1 grey level on average; the right one by ~0.3.
+    resized = Image.fromarray(pixels).resize((int(150 * 64 / 90), 64), Image.BILINEAR)
+    left, top = round((resized.width - 56) / 2), round((64 - 56) / 2)
+    reference = np.asarray(resized, np.float32)[top:top + 56, left:left + 56]
+    assert np.abs(raw[1].numpy() - reference).mean() < 0.6
+
+
+def test_train_dataset_augments(shapes):
+    from keras_pf.data import train_dataset
+
+    train, _ = shapes
+    dataset, class_names = train_dataset(train, image_size=(32, 40), batch_size=180, seed=0)
+    first, labels = next(iter(dataset))
+    second, _ = next(iter(dataset))
+    assert first.shape == (180, 32, 40, 3) and class_names == sorted(SHAPES)
+    assert sorted(np.bincount(labels.numpy()).tolist()) == [60, 60, 60]
+    assert not np.allclose(np.sort(first.numpy().ravel()), np.sort(second.numpy().ravel()))
+
+
+def test_data_sources_errors(tmp_path):
+    from keras_pf.data import eval_dataset
+
+    with pytest.raises(ValueError, match="has no subfolders"):
+        eval_dataset(str(tmp_path))
+    os.makedirs(tmp_path / "empty_class")
+    with pytest.raises(ValueError, match="No images"):
+        eval_dataset(str(tmp_path))
+    with pytest.raises(ValueError, match="tfds:NAME"):
+        eval_dataset("tfds:")
+    with pytest.raises(ValueError, match="interpolation"):
+        eval_dataset(str(tmp_path), interpolation="cubic")
