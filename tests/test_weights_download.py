@@ -262,3 +262,29 @@ def test_cli_import_then_verify(cache, capsys):
         f.write(data)
     assert cli.main(["weights", "verify", WEIGHTS_ID, "--tag", TAG]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
+    """`PFResNet50Max()` / `PFViTSmall(...)` with the default weights="imagenet": a
+    cached converted file is used (no network: the registry's source is Google Drive),
+    whatever the model's name, head or input size."""
+    import keras_pf
+    from keras_pf.layers import resize_grid
+    from keras_pf.weights import registry
+
+    resnet = keras_pf.PFResNet50Max(weights=None)
+    path = registry.weights_path("pf_resnet50_max", "imagenet")
+    os.makedirs(os.path.dirname(path))
+    resnet.save_weights(path)
+    backbone = keras_pf.PFResNet50Max(include_top=False, pooling="avg", name="my_backbone")
+    np.testing.assert_array_equal(np.asarray(backbone.get_layer("conv5_block3_3_conv").kernel),
+                                  np.asarray(resnet.get_layer("conv5_block3_3_conv").kernel))
+
+    vit = keras_pf.PFViTSmall(weights=None)
+    vit.save_weights(registry.weights_path("pf_vit_small", "imagenet"))
+    small = keras_pf.PFViTSmall(input_shape=(160, 160, 3))
+    expected = resize_grid(np.asarray(vit.get_layer("pos_embed").embedding), (10, 10))
+    np.testing.assert_allclose(np.asarray(small.get_layer("pos_embed").embedding), expected,
+                               rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(small.get_layer("predictions").kernel),
+                                  np.asarray(vit.get_layer("predictions").kernel))
