@@ -192,7 +192,8 @@ def test_eval_dataset_matches_a_pil_reference(tmp_path):
     images, labels = next(iter(dataset))
     assert images.shape == (2, 56, 56, 3) and images.dtype == "float32"
     assert labels.numpy().tolist() == [0, 1]
-    raw, _ = next(iter(eval_dataset(str(tmp_path), 56, 0.875, batch_size=4, preprocessing=None)))
+    raw_dataset, _ = eval_dataset(str(tmp_path), 56, 0.875, batch_size=4, preprocessing=None)
+    raw, _ = next(iter(raw_dataset))
     np.testing.assert_allclose(images, keras_pf.preprocess_input(raw.numpy()), atol=1e-5)
     # torchvision's transform, by hand: shorter side to 64, centre crop 56. A crop one
     # pixel off differs by more than 1 grey level on average; the right one by ~0.3.
