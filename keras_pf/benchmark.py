@@ -2,9 +2,10 @@
 ResNet50 and MobileNetV2: parameters, FLOPs, Keras latency (compiled, XLA), TFLite
 latency, file size and peak memory per precision, each as a ratio to ResNet50.
 
-One process, one run: the Keras timings interleave the models round by round (so a
-load spike hits all of them alike); each TFLite file is timed in a fresh child process
-that imports only the LiteRT interpreter, whose peak RSS is the file's memory figure.
+One process, one run; the timings interleave the models run by run, so that a load
+spike of the machine hits all of them alike: Keras in this process, TFLite in a fresh
+child process per precision that imports only the LiteRT interpreter. Each file's peak
+memory is measured in a child process of its own.
 Weights are random (`weights=None`): latency does not depend on their values, and int8
 files are calibrated on random images, which is fine for timing but not for accuracy.
 
@@ -147,10 +148,10 @@ def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
 
 # ----------------------------------------------------------------------------- tflite
 
-# Runs in a child process that imports only numpy and LiteRT, so its peak RSS is the
-# interpreter's. Prints one JSON line.
-_TFLITE_CHILD = r"""
-import json, resource, sys, time
+# Child processes import only numpy and LiteRT (not TensorFlow), so their RSS is the
+# interpreter's. Each prints one JSON line.
+_CHILD_COMMON = r"""
+import json, sys, time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
@@ -160,44 +161,71 @@ def rss_kb(field):  # Linux: current (VmRSS) or peak (VmHWM) resident set, kB
             if line.startswith(field + ":"):
                 return int(line.split()[1])
 
-path, threads, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-try:  # reset the peak to the current RSS, so that imports' transient peaks don't count
+def load(path, threads):
+    interp = Interpreter(model_path=path, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(0).uniform(0, 1, inp["shape"]).astype(inp["dtype"])
+    interp.set_tensor(inp["index"], x)
+    return interp
+
+threads, runs, warmup, paths = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+"""
+
+# Latency: every file's interpreter loaded, then timed in turn, run after run, so that
+# a load spike of the machine hits all files alike and ratios stay fair.
+_LATENCY_CHILD = _CHILD_COMMON + r"""
+interps = [load(path, threads) for path in paths]
+for interp in interps:
+    for _ in range(warmup):
+        interp.invoke()
+times = [[] for _ in paths]
+for _ in range(runs):
+    for interp, series in zip(interps, times):
+        start = time.perf_counter()
+        interp.invoke()
+        series.append(time.perf_counter() - start)
+print(json.dumps([float(np.median(series)) for series in times]))
+"""
+
+# Peak memory: the peak resident set over loading, allocating and running one file,
+# minus the resident set before (the peak is reset first, so that the imports'
+# transient peaks don't count). Linux only (None elsewhere).
+_MEMORY_CHILD = _CHILD_COMMON + r"""
+try:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = rss_kb("VmRSS")
-except OSError:  # not Linux: the peak so far (in kB on Linux, bytes on macOS)
+except OSError:
     base = None
-interp = Interpreter(model_path=path, num_threads=threads)
-interp.allocate_tensors()
-inp = interp.get_input_details()[0]
-x = np.random.default_rng(0).uniform(0, 1, inp["shape"]).astype(inp["dtype"])
-interp.set_tensor(inp["index"], x)
-for _ in range(warmup):
+interp = load(paths[0], threads)
+for _ in range(max(warmup, 1)):
     interp.invoke()
-times = []
-for _ in range(runs):
-    start = time.perf_counter()
-    interp.invoke()
-    times.append(time.perf_counter() - start)
-if base is not None:
-    delta_mb = (rss_kb("VmHWM") - base) / 1024
-else:
-    delta_mb = None
-print(json.dumps({"seconds": float(np.median(times)), "peak_memory_mb": delta_mb}))
+print(json.dumps(None if base is None else (rss_kb("VmHWM") - base) / 1024))
 """
 
 
-def tflite_latency(path, threads=2, runs=20, warmup=3):
-    """`{"seconds": median invoke() seconds, "peak_memory_mb": peak RSS increase of a
-    fresh process over loading, allocating and running the file (Linux; None
-    elsewhere)}`, with the interpreter's default (XNNPACK) delegate, batch 1."""
+def _child(code, paths, threads, runs=1, warmup=1):
     done = subprocess.run(
-        [sys.executable, "-c", _TFLITE_CHILD, os.fspath(path), str(threads), str(runs),
-         str(warmup)],
+        [sys.executable, "-c", code, str(threads), str(runs), str(warmup),
+         *map(os.fspath, paths)],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
-        raise RuntimeError(f"Timing {path} failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"Running {', '.join(map(str, paths))} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def tflite_latencies(paths, threads=2, runs=20, warmup=3):
+    """Median `invoke()` seconds of each `.tflite` file, batch 1, with the
+    interpreter's default (XNNPACK) delegate; the files interleaved run by run in one
+    fresh process."""
+    return _child(_LATENCY_CHILD, paths, threads, runs, warmup)
+
+
+def tflite_peak_memory(path, threads=2):
+    """MB: peak RSS increase of a fresh process over loading, allocating and running
+    the file (Linux; None elsewhere)."""
+    return _child(_MEMORY_CHILD, [path], threads)
 
 
 def export_all(model, directory, name, precisions=PRECISIONS, calibration_images=8):
@@ -277,19 +305,23 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
         for name, latency in keras_latencies(built, keras_modes, runs, warmup).items():
             results[name]["keras"] = latency
     with tempfile.TemporaryDirectory(prefix="keras_pf_benchmark_") as tmp:
-        for name, model in built.items():
-            if not precisions:
-                break
-            log(f"exporting {name} ({', '.join(precisions)})")
-            paths = export_all(model, tmp, name, precisions)
-            for precision, path in paths.items():
-                measured = tflite_latency(path, threads, runs, warmup)
-                measured["file_mb"] = os.path.getsize(path) / 2**20
-                results[name]["tflite"][precision] = measured
-                log(f"  {name} {precision}: {measured['seconds'] * 1e3:.1f} ms, "
-                    f"{measured['file_mb']:.1f} MB")
-                os.remove(path)
+        files = {}  # (name, precision) -> path
+        for name in list(built):
+            if precisions:
+                log(f"exporting {name} ({', '.join(precisions)})")
+                for precision, path in export_all(built[name], tmp, name, precisions).items():
+                    files[name, precision] = path
             built[name] = None  # free memory as we go
+        for precision in precisions:
+            log(f"TFLite {precision}: {runs} runs, models interleaved, {threads} threads")
+            names = list(results)
+            seconds = tflite_latencies([files[n, precision] for n in names], threads, runs,
+                                       warmup)
+            for name, median in zip(names, seconds):
+                path = files[name, precision]
+                results[name]["tflite"][precision] = {
+                    "seconds": median, "file_mb": os.path.getsize(path) / 2**20,
+                    "peak_memory_mb": tflite_peak_memory(path, threads)}
     info["load_average_end"] = list(os.getloadavg())
     _ratios(results, reference)
     report = {"machine": info, "reference": reference, "models": results}
