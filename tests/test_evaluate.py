@@ -91,3 +91,16 @@ def test_reported_figures_are_printed_beside_the_measured(registry_copy):
                               tool.reported_figures("pf_resnet50_hybrid", "long"),
                               {"top1": 77.95, "top5": 93.5, "images": 50000})
     assert "78.00" in table and "77.95" in table and "-0.05" in table and "within 0.1" in table
+
+
+def test_record_writes_measured_figures_and_the_matching_recipe(registry_copy, monkeypatch):
+    tool = load_tool()
+    written = []
+    monkeypatch.setattr(registry_copy, "write_table", lambda: written.append(True))
+    info = tool.record("pf_pit_small", "imagenet", {"top1": 78.14, "top5": 94.0, "images": 50000},
+                       "tfds:imagenet2012:validation")
+    assert written == [True]
+    assert info["measured"]["top1"] == 78.14 and info["measured"]["images"] == 50000
+    assert info["reported"]["recipe"] == "cutmix"  # 78.1 reported with CutMix
+    info = tool.record("pf_vit_small", "paper", {"top1": 76.0, "top5": 93.0, "images": 10}, "x")
+    assert info["reported"]["recipe"] == "unknown"  # matches no reported figure

@@ -113,6 +113,22 @@ def format_table(weights_id, weights, reported, measured):
     return "\n".join(rows)
 
 
+def record(weights_id, tag, measured, data):
+    """Write `measured` into the registry's entry of `weights_id`/`tag` (and the recipe
+    whose reported top-1 it matches to 0.1, if the recipe was unknown)."""
+    from keras_pf.weights import registry
+
+    _, tag, info = registry.resolve(weights_id, tag)
+    info["measured"] = {"top1": round(measured["top1"], 3), "top5": round(measured["top5"], 3),
+                        "images": measured["images"], "data": data}
+    reported = info["reported"]
+    for recipe, top1 in (reported.get("top1_by_recipe") or {}).items():
+        if reported.get("recipe") == "unknown" and abs(measured["top1"] - top1) <= 0.1:
+            reported["recipe"] = recipe
+    registry.write_table()
+    return info
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="weights id (pf_resnet50_hybrid) or constructor (PFResNet50Hybrid)")
@@ -127,6 +143,11 @@ def parse_args(argv):
     parser.add_argument("--crop-ratio", type=float)
     parser.add_argument("--interpolation")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 if top-1 is more than 0.1 from the reported figure")
+    parser.add_argument("--record", action="store_true",
+                        help="write the measured figures (and, for a tag of unknown training "
+                             "recipe, the recipe they match) into the weights registry")
     return parser.parse_args(argv)
 
 
@@ -151,13 +172,22 @@ def main(argv=None):
     measured = evaluate(model, dataset, mapping, args.limit, progress=not args.quiet)
     print(f"{args.data}: resize shorter side to {transform['image_size']}/{transform['crop_ratio']} "
           f"({transform['interpolation']}), center crop {transform['image_size']}")
-    print(format_table(weights_id, args.weights, reported_figures(weights_id, args.weights), measured))
+    reported = reported_figures(weights_id, args.weights)
+    print(format_table(weights_id, args.weights, reported, measured))
+    if args.record:
+        if not reported:
+            raise ValueError("--record needs a registry tag as --weights, not a file")
+        record(weights_id, args.weights, measured, args.data)
+        print(f"recorded in {registry.__file__}")
+    if args.check and (reported.get("top1") is None
+                       or abs(measured["top1"] - reported["top1"]) > 0.1):
+        measured["check_failed"] = True
     return measured
 
 
 if __name__ == "__main__":
     try:
-        main()
+        sys.exit(1 if main().get("check_failed") else 0)
     except (ValueError, OSError) as error:
         print(f"evaluate_imagenet: error: {error}", file=sys.stderr)
         sys.exit(2)
