@@ -288,3 +288,12 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
                                rtol=0, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(small.get_layer("predictions").kernel),
                                   np.asarray(vit.get_layer("predictions").kernel))
+
+
+def test_corrupt_cached_file_says_how_to_recover(server, cache):
+    register_test_entry(server.url + "/checkpoint.pth")
+    load_by_tag()
+    path = cache / f"{WEIGHTS_ID}_{TAG}.weights.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"keras-pf weights verify {WEIGHTS_ID}"):
+        load_by_tag()

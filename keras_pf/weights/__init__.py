@@ -4,6 +4,7 @@ import os
 import tempfile
 
 from keras_pf.weights.convert import WeightMappingError, load_torch_weights
+from keras_pf.weights.download import WeightsDownloadError
 from keras_pf.weights.torch_reader import CheckpointError, UnsafeCheckpointError, load_state_dict
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
@@ -67,6 +68,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "WeightMappingError",
+    "WeightsDownloadError",
     "load_state_dict",
     "load_keras_weights",
     "load_torch_weights",

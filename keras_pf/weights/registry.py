@@ -210,7 +210,14 @@ def load_tagged_weights(model, weights_id, tag):
     from keras_pf.weights import download
 
     path = download.fetch(weights_id, tag)
-    model.load_weights(path)
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"The cached weights {path} do not load into model '{model.name}' ({error}). "
+            f"Check them with `keras-pf weights verify {weights_id}`; delete the file to "
+            "download it again."
+        ) from error
     return model
 
 
