@@ -322,6 +322,16 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
                 results[name]["tflite"][precision] = {
                     "seconds": median, "file_mb": os.path.getsize(path) / 2**20,
                     "peak_memory_mb": tflite_peak_memory(path, threads)}
+        if "float32" in precisions:  # what runs: BN folded? transposes? all delegated?
+            from keras_pf.export import tflite_ops, undelegated_ops
+
+            for name in results:
+                path = files[name, "float32"]
+                ops = {}
+                for op in tflite_ops(path):
+                    ops[op] = ops.get(op, 0) + 1
+                results[name]["tflite_float32_ops"] = ops
+                results[name]["tflite_float32_undelegated_ops"] = undelegated_ops(path)
     info["load_average_end"] = list(os.getloadavg())
     _ratios(results, reference)
     report = {"machine": info, "reference": reference, "models": results}
@@ -407,6 +417,15 @@ def format_markdown(report):
                      for name, row in results.items()
                      if "int8" in row["tflite"] and "float32" in row["tflite"]]
             lines += ["", "Int8 / float32 file size: " + ", ".join(sizes) + "."]
+    ops_rows = [(name, row["tflite_float32_ops"], row.get("tflite_float32_undelegated_ops"))
+                for name, row in results.items() if row.get("tflite_float32_ops")]
+    if ops_rows:
+        lines += ["", "TFLite float32 graphs (op: count; BatchNorm is folded into the "
+                  "convolutions and ReLU fused when no MUL/SUB/RELU ops appear):", ""]
+        for name, ops, undelegated in ops_rows:
+            text = ", ".join(f"{op} {n}" for op, n in sorted(ops.items(), key=lambda kv: -kv[1]))
+            left = ", ".join(f"{op} {n}" for op, n in (undelegated or {}).items()) or "none"
+            lines.append(f"- {name}: {text}; outside XNNPACK: {left}.")
     lines += ["", "Reported top-1: keras.applications' own figures for ResNet50 (74.9; the "
               "paper's R50 baseline is 76.2) and MobileNetV2; the paper's for the others "
               "(several figures: training recipes / longer training)."]

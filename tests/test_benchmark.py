@@ -111,3 +111,14 @@ def test_bad_arguments_give_clear_errors(capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main(["--models", "NoSuchNet", "--precisions", "--keras-modes"]) == 2
+
+
+def test_float32_graph_has_folded_batchnorm_and_runs_in_xnnpack(report):
+    _, result, _ = report
+    for name, row in result["models"].items():
+        ops = row["tflite_float32_ops"]
+        assert ops.get("CONV_2D", 0) > 0, name
+        # BN folded into the convolutions, ReLU fused, NHWC throughout, static shapes
+        for op in ("MUL", "SUB", "RSQRT", "RELU", "TRANSPOSE", "SHAPE", "STRIDED_SLICE"):
+            assert op not in ops, (name, op)
+        assert row["tflite_float32_undelegated_ops"] == {}, name
