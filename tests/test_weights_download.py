@@ -96,7 +96,7 @@ def cache_files(cache):
     """Everything in the cache but lock files (locks are not weights)."""
     if not cache.exists():
         return []
-    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+    return sorted(p.name for p in cache.rglob("*") if not p.name.endswith(".lock"))
 
 
 def load_by_tag(tag="imagenet"):

@@ -147,7 +147,7 @@ def test_google_drive_source_goes_through_gdown(registry, monkeypatch):
     np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("behaviour", ["quota_page", "raises", "returns_none"])
+@pytest.mark.parametrize("behaviour", ["quota_page", "raises", "returns_none", "leaves_partial"])
 def test_google_drive_failures_are_clear_and_leave_no_file(registry, monkeypatch, behaviour):
     import gdown
 
@@ -156,6 +156,9 @@ def test_google_drive_failures_are_clear_and_leave_no_file(registry, monkeypatch
     def fake_download(id=None, output=None, quiet=False, **kwargs):
         if behaviour == "raises":
             raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed this file")
+        if behaviour == "leaves_partial":  # as gdown does, for resuming
+            pathlib.Path(output + "abcdefgh.part").write_bytes(b"half a checkpoint")
+            raise gdown.exceptions.DownloadError("Download is incomplete")
         if behaviour == "quota_page":
             pathlib.Path(output).write_text("<!DOCTYPE html><html>Quota exceeded</html>")
             return output
@@ -169,9 +172,10 @@ def test_google_drive_failures_are_clear_and_leave_no_file(registry, monkeypatch
     assert "https://drive.google.com/uc?id=FAKE_DRIVE_ID" in message
     assert "keras-pf weights import PATH --model test_drive --tag tiny" in message
     assert {"quota_page": "web page", "raises": "Too many users",
-            "returns_none": "could not download"}[behaviour] in message
+            "returns_none": "could not download",
+            "leaves_partial": "incomplete"}[behaviour] in message
     cache = pathlib.Path(registry.cache_dir())
-    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in cache.rglob("*") if not p.name.endswith(".lock")] == []
 
 
 def test_table_source_round_trips(registry, tmp_path):

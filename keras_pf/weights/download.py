@@ -115,22 +115,20 @@ def download_gdrive(file_id, output, expected_sha256=None, progress=True):
     page for large files) to `output`, atomically."""
     import gdown
 
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".part")
-    os.close(fd)
     what = f"Google Drive file {file_id}"
-    try:
+    # gdown keeps the received bytes of a failed download beside its output (for
+    # resuming); a private directory, removed whatever happens, keeps them out of the cache.
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
+                                     prefix=".gdown-") as directory:
+        tmp = os.path.join(directory, "checkpoint")
         try:
             result = gdown.download(id=file_id, output=tmp, quiet=not progress)
         except Exception as error:  # gdown raises its own and requests' errors
             raise WeightsDownloadError(f"{what}: {type(error).__name__}: {error}") from error
-        if result is None or not os.path.getsize(tmp):
+        if result is None or not os.path.isfile(tmp) or not os.path.getsize(tmp):
             raise WeightsDownloadError(f"{what}: gdown could not download it")
         _check_payload(tmp, expected_sha256, what)
         os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return output
 
 
