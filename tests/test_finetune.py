@@ -109,8 +109,11 @@ def test_finetune_mirrored_two_logical_cpus(shapes, tmp_path):
     with open(os.path.join(out, "history.json")) as f:
         record = json.load(f)
     assert record["evaluation"]["accuracy"] >= 0.7, record
-    assert _held_out_accuracy(os.path.join(out, "model.keras"), val) == pytest.approx(
-        record["evaluation"]["accuracy"], abs=1e-6)
+    # Reloaded on one device; per-replica batches round differently, which can flip
+    # a near-tie, so allow one or two of the 60 images.
+    accuracy = _held_out_accuracy(os.path.join(out, "model.keras"), val)
+    assert accuracy >= 0.7
+    assert accuracy == pytest.approx(record["evaluation"]["accuracy"], abs=2 / 60 + 1e-6)
 
 
 def test_finetune_tfds_offline(tmp_path):
