@@ -120,14 +120,17 @@ def run_weights(args):
         path = download.import_file(args.path, args.model, args.tag)
         print(f"{args.model}/{args.tag}: {args.path} -> {path}")
         return 0
-    failed = 0
+    failed = checked = 0
     for weights_id, tag in _selected(args.model, args.tag):
         if args.model is None and registry.cached_weights_path(weights_id, tag) is None:
             continue  # with no model named, check only what is cached
+        checked += 1
         try:
             path, digest, status = download.verify(weights_id, tag)
             print(f"{weights_id}/{tag}: OK {path} sha256={digest} ({status})")
         except (OSError, ValueError) as error:
             failed += 1
             print(f"{weights_id}/{tag}: FAILED {error}")
+    if checked == 0:
+        print("nothing to verify: no registry weights are cached in " + registry.cache_dir())
     return 1 if failed else 0

@@ -166,6 +166,8 @@ def fetch(weights_id, tag, progress=True):
                 return download_url(url, path, info["sha256"], progress)
             except WeightsDownloadError as error:
                 failures.append(f"mirror: {error}")
+        elif os.environ.get(registry.MIRROR_ENV, "").strip():
+            failures.append(f"mirror: not used, the registry records no sha256 for {info['file']} yet")
         try:
             _download_and_convert(weights_id, info, path, progress)
             return path
