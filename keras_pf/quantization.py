@@ -98,7 +98,8 @@ def to_tf_keras(model):
             twins[id(layer)] = (layer, _tf_keras_layer(layer, tf_keras, custom))
         return twins[id(layer)][1]
 
-    inputs = tf_keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
+    input_name = model.inputs[0]._keras_history.operation.name  # the InputLayer's name
+    inputs = tf_keras.Input(shape=model.input_shape[1:], name=input_name)
     outputs = model._run_through_graph([inputs], operation_fn=translate)
     twin_model = tf_keras.Model(inputs, outputs, name=model.name)
     for layer, twin in twins.values():

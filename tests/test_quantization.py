@@ -1,0 +1,108 @@
+"""Quantization-aware training: the tf_keras twin computes what the Keras 3 model does,
+QAT trains with `fit`, and its int8 TFLite file keeps the float model's accuracy."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+import keras_pf
+from keras_pf import export, quantization
+
+SMALL = {
+    "resnet": lambda: keras_pf.PFResNet(block="hybrid", depths=(1, 1, 1, 1), width_mult=0.25,
+                                        weights=None, input_shape=(64, 64, 3), classes=10,
+                                        classifier_activation=None),
+    "vit": lambda: keras_pf.PFViT(embed_dim=48, depth=4, num_heads=3, weights=None,
+                                  input_shape=(64, 64, 3), classes=10, classifier_activation=None),
+    "pit": lambda: keras_pf.PFPiT(base_dims=(16, 16, 16), depths=(2, 2, 2), heads=(1, 2, 4),
+                                  patch_size=16, stride=8, weights=None, input_shape=(64, 64, 3),
+                                  classes=10, classifier_activation=None),
+}
+
+
+def test_import_keras_pf_leaves_keras_alone():
+    code = ("import os, sys, keras_pf, keras_pf.export, keras_pf.quantization; "
+            "assert 'tensorflow_model_optimization' not in sys.modules; "
+            "keras_pf.quantization._import_tfmot(); "
+            "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ['TF_USE_LEGACY_KERAS']")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_tf_keras_twin_and_qat_model(family, tmp_path):
+    model = SMALL[family]()
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    # randomize BatchNorm statistics and embeddings so a missed weight would show
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        for w in layer.weights:
+            if "moving_variance" in w.path:
+                w.assign(rng.uniform(0.5, 2.0, w.shape))
+            elif "moving_mean" in w.path or "embedding" in w.path:
+                w.assign(rng.normal(0, 0.5, w.shape))
+    twin = quantization.to_tf_keras(model)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_allclose(twin(x).numpy(), model(x), atol=1e-5)
+
+    qat = quantization.quantize_aware(model)
+    float_kinds = set(qat.float_layers.values())
+    if family == "resnet":
+        assert float_kinds == set()  # every conv, BN (folded), pool, add quantized
+    else:
+        assert float_kinds == {"LayerNormalization", "MultiHeadAttention", "PositionEmbedding"}
+    quantized = [layer.name.removeprefix("quant_") for layer in qat.layers  # tfmot's prefix
+                 if type(layer).__name__ == "QuantizeWrapperV2"]
+    assert any(name.endswith(("patch_embed", "conv1_conv")) for name in quantized)
+    assert "predictions" in quantized
+    path = export.export_tflite(qat, tmp_path / "qat.tflite", "int8")
+    report = export.check_tflite(model, path, x)
+    assert report["dynamic_ops"] == []
+    assert report["weight_dtypes"]["CONV_2D"] == ["int8"]
+    assert "int8" in report["weight_dtypes"]["FULLY_CONNECTED"]
+
+
+def _quadrant_task(n, seed, size=32):
+    """Which quadrant holds the bright square, on noise: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.5, (n, size, size, 3)).astype("float32")
+    y = rng.integers(0, 4, n)
+    half, side = size // 2, 8
+    for i, label in enumerate(y):
+        top = (label // 2) * half + rng.integers(0, half - side)
+        left = (label % 2) * half + rng.integers(0, half - side)
+        x[i, top:top + side, left:left + side, rng.integers(0, 3)] += 2.5
+    return x, y
+
+
+def test_qat_fine_tune_keeps_float_accuracy_in_int8(tmp_path):
+    keras.utils.set_random_seed(0)
+    x_train, y_train = _quadrant_task(1200, seed=0)
+    x_test, y_test = _quadrant_task(300, seed=1)
+    model = keras_pf.PFResNet(block="max", depths=(1, 1, 1, 1), width_mult=0.25, weights=None,
+                              input_shape=(32, 32, 3), classes=4, classifier_activation=None)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, batch_size=32, epochs=6, verbose=0)
+    float_acc = float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test))
+    assert float_acc > 0.8, f"the float model did not learn the task: {float_acc:.3f}"
+
+    qat = quantization.quantize_aware(model)
+    import tf_keras
+
+    qat.compile(tf_keras.optimizers.Adam(5e-4),
+                tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = qat.evaluate(x_train[:256], y_train[:256], verbose=0)
+    history = qat.fit(x_train, y_train, batch_size=32, epochs=2, verbose=0)
+    assert history.history["loss"][-1] < before  # it trains
+
+    path = export.export_tflite(qat, tmp_path / "qat_int8.tflite", "int8")
+    assert export.weight_dtypes(path) == {"CONV_2D": ["int8"], "FULLY_CONNECTED": ["int8"]}
+    int8_acc = float(np.mean(np.argmax(export.run_tflite(path, x_test), -1) == y_test))
+    print(f"float Keras accuracy {float_acc:.3f}, QAT int8 TFLite accuracy {int8_acc:.3f}")
+    assert int8_acc >= float_acc - 0.02, (float_acc, int8_acc)
