@@ -118,6 +118,19 @@ def build_model(model_name, classes, image_size=224, weights=None, model_args=No
     return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned"), backbone
 
 
+def _synchronize_batchnorm(model, synchronized):
+    """Under several replicas, each replica's BatchNorm would otherwise update its own
+    copy of the moving statistics from its share of the batch, so the replicas'
+    copies drift apart and the saved model keeps only the first. Synchronized
+    BatchNorm uses the global batch's statistics: identical updates everywhere, and
+    the same statistics as one device with the same global batch."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _synchronize_batchnorm(layer, synchronized)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = synchronized
+
+
 def _compile(model, learning_rate, weight_decay):
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
@@ -244,6 +257,9 @@ def finetune(
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
+    distributed = strategy.num_replicas_in_sync > 1
+    if distributed:
+        _synchronize_batchnorm(model, True)
     checkpoint = keras.callbacks.ModelCheckpoint(
         os.path.join(output_dir, "checkpoints", "epoch{epoch:03d}.weights.h5"), save_weights_only=True
     )
@@ -268,6 +284,8 @@ def finetune(
 
     evaluation = model.evaluate(val_data, verbose=verbose, return_dict=True)
     evaluation = {key: float(value) for key, value in evaluation.items()}
+    if distributed:
+        _synchronize_batchnorm(model, False)  # the saved model runs anywhere as usual
     paths = {
         "model": os.path.join(output_dir, "model.keras"),
         "class_names": os.path.join(output_dir, "class_names.json"),
