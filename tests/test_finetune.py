@@ -235,3 +235,21 @@ def test_data_sources_errors(tmp_path):
         eval_dataset("tfds:")
     with pytest.raises(ValueError, match="interpolation"):
         eval_dataset(str(tmp_path), interpolation="cubic")
+
+
+def test_head_phase_keeps_pretrained_backbone(shapes, tmp_path):
+    """Weights from a file, head-only training: the backbone, BatchNorm statistics
+    included, is exactly the loaded one afterwards; the head learned."""
+    train, val = shapes
+    keras.utils.set_random_seed(1)
+    pretrained = keras_pf.PFResNet(include_top=False, pooling="avg", weights=None,
+                                   input_shape=(32, 32, 3), **SMALL_RESNET)
+    path = str(tmp_path / "backbone.weights.h5")
+    pretrained.save_weights(path)
+    result = finetune("PFResNet", train, val, str(tmp_path / "head"), weights=path,
+                      model_args=SMALL_RESNET, image_size=32, batch_size=32, head_epochs=2,
+                      epochs=0, learning_rate=1e-2, verbose=0)
+    backbone = next(l for l in result["model"].layers if isinstance(l, keras.Model))
+    for expected, actual in zip(pretrained.weights, backbone.weights):
+        np.testing.assert_array_equal(np.array(expected), np.array(actual), err_msg=actual.path)
+    assert result["history"]["loss"][-1] < result["history"]["loss"][0]
