@@ -125,8 +125,9 @@ def machine():
 
 
 def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
-    """`{name: {mode: median seconds}}`, batch 1, the models interleaved per run."""
-    results = {name: {} for name in models}
+    """`{name: {mode: median seconds}}` and `{name: {mode: fastest run's seconds}}`,
+    batch 1, the models interleaved run by run."""
+    results, fastest = {name: {} for name in models}, {name: {} for name in models}
     for mode in modes:
         calls = {}
         for name, model in models.items():
@@ -143,7 +144,8 @@ def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
                 times[name].append(time.perf_counter() - start)
         for name in models:
             results[name][mode] = float(np.median(times[name]))
-    return results
+            fastest[name][mode] = float(np.min(times[name]))
+    return results, fastest
 
 
 # ----------------------------------------------------------------------------- tflite
@@ -185,7 +187,7 @@ for _ in range(runs):
         start = time.perf_counter()
         interp.invoke()
         series.append(time.perf_counter() - start)
-print(json.dumps([float(np.median(series)) for series in times]))
+print(json.dumps([[float(np.median(series)), float(np.min(series))] for series in times]))
 """
 
 # Peak memory: the peak resident set over loading, allocating and running one file,
@@ -216,7 +218,7 @@ def _child(code, paths, threads, runs=1, warmup=1):
 
 
 def tflite_latencies(paths, threads=2, runs=20, warmup=3):
-    """Median `invoke()` seconds of each `.tflite` file, batch 1, with the
+    """`[median, fastest]` `invoke()` seconds of each `.tflite` file, batch 1, with the
     interpreter's default (XNNPACK) delegate; the files interleaved run by run in one
     fresh process."""
     return _child(_LATENCY_CHILD, paths, threads, runs, warmup)
@@ -262,27 +264,31 @@ def _ratios(results, reference):
             "params": ratio(row["params"], ref["params"]),
             "flops": ratio(row["flops"], ref["flops"]),
             "keras": {m: ratio(row["keras"].get(m), ref["keras"].get(m)) for m in row["keras"]},
+            "keras_min": {m: ratio(row["keras_min"].get(m), ref["keras_min"].get(m))
+                          for m in row["keras_min"]},
             "tflite": {p: {k: ratio(row["tflite"][p].get(k), ref["tflite"].get(p, {}).get(k))
-                           for k in ("seconds", "file_mb", "peak_memory_mb")}
+                           for k in ("seconds", "seconds_min", "file_mb", "peak_memory_mb")}
                        for p in row["tflite"]},
         }
 
 
 def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, threads=2,
-                  precisions=PRECISIONS, keras_modes=KERAS_MODES, output_dir="benchmarks",
-                  builders=None, reference=REFERENCE, log=print):
+                     precisions=PRECISIONS, keras_modes=KERAS_MODES, output_dir="benchmarks",
+                     builders=None, reference=REFERENCE, log=print):
     """Measure `models` side by side and write `results.json`, `results.md` and
     `top1_vs_latency.png` to `output_dir`. Returns the results dict.
 
     `builders`: optional `{name: callable(image_size) -> model}` for models outside
-    `build` (e.g. small test configurations).
+    `build` (e.g. small test configurations). `reference`: the model every figure
+    is divided by (pair by pair: same figure, same precision or mode).
+    Keras runs with TensorFlow's default thread pools; TFLite with `threads`.
     """
+    import keras_pf
+
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"Need runs >= 1, warmup >= 0 and threads >= 1; received "
                          f"runs={runs}, warmup={warmup}, threads={threads}")
     builders = builders or {}
-    import keras_pf
-
     unknown = [n for n in models if n not in builders and n not in BASELINES
                and n not in keras_pf.MODELS]
     if unknown:  # before minutes of building and exporting
@@ -299,11 +305,13 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
         built[name] = model
         results[name] = {"params": profile.count_params(model),
                          "flops": profile.count_flops(model),
-                         "reported_top1": reported_top1(name), "keras": {}, "tflite": {}}
+                         "reported_top1": reported_top1(name), "keras": {}, "keras_min": {},
+                         "tflite": {}}
     if keras_modes:
         log(f"Keras latency ({', '.join(keras_modes)}), {runs} runs, models interleaved")
-        for name, latency in keras_latencies(built, keras_modes, runs, warmup).items():
-            results[name]["keras"] = latency
+        medians, fastest = keras_latencies(built, keras_modes, runs, warmup)
+        for name in built:
+            results[name]["keras"], results[name]["keras_min"] = medians[name], fastest[name]
     with tempfile.TemporaryDirectory(prefix="keras_pf_benchmark_") as tmp:
         files = {}  # (name, precision) -> path
         for name in list(built):
@@ -317,10 +325,11 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
             names = list(results)
             seconds = tflite_latencies([files[n, precision] for n in names], threads, runs,
                                        warmup)
-            for name, median in zip(names, seconds):
+            for name, (median, fastest) in zip(names, seconds):
                 path = files[name, precision]
                 results[name]["tflite"][precision] = {
-                    "seconds": median, "file_mb": os.path.getsize(path) / 2**20,
+                    "seconds": median, "seconds_min": fastest,
+                    "file_mb": os.path.getsize(path) / 2**20,
                     "peak_memory_mb": tflite_peak_memory(path, threads)}
         if "float32" in precisions:  # what runs: BN folded? transposes? all delegated?
             from keras_pf.export import tflite_ops, undelegated_ops
@@ -417,6 +426,17 @@ def format_markdown(report):
                      for name, row in results.items()
                      if "int8" in row["tflite"] and "float32" in row["tflite"]]
             lines += ["", "Int8 / float32 file size: " + ", ".join(sizes) + "."]
+    if modes or precisions:
+        lines += ["", "Fastest of the runs (less disturbed by a busy machine), ratio to "
+                  f"{ref}:", ""]
+        for name, row in results.items():
+            ratio = row.get(key, {})
+            parts = [f"Keras {m} {ratio['keras_min'][m]:.2f}x" for m in modes
+                     if ratio.get("keras_min", {}).get(m) is not None]
+            parts += [f"TFLite {p} {ratio['tflite'][p]['seconds_min']:.2f}x" for p in precisions
+                      if ratio.get("tflite", {}).get(p, {}).get("seconds_min") is not None]
+            if parts:
+                lines.append(f"- {name}: " + ", ".join(parts) + ".")
     ops_rows = [(name, row["tflite_float32_ops"], row.get("tflite_float32_undelegated_ops"))
                 for name, row in results.items() if row.get("tflite_float32_ops")]
     if ops_rows:

@@ -70,9 +70,13 @@ def test_ratios_are_computed_pair_by_pair(report):
         assert ratio["params"] == pytest.approx(row["params"] / ref["params"])
         assert ratio["flops"] == pytest.approx(row["flops"] / ref["flops"])
         for mode, seconds in row["keras"].items():
+            fastest = row["keras_min"][mode]
+            assert ratio["keras_min"][mode] == pytest.approx(fastest / ref["keras_min"][mode])
+            assert 0 < fastest <= seconds
             assert ratio["keras"][mode] == pytest.approx(seconds / ref["keras"][mode])
         for precision, measured in row["tflite"].items():
-            for key in ("seconds", "file_mb", "peak_memory_mb"):
+            assert 0 < measured["seconds_min"] <= measured["seconds"]
+            for key in ("seconds", "seconds_min", "file_mb", "peak_memory_mb"):
                 expected = measured[key] / ref["tflite"][precision][key]
                 assert ratio["tflite"][precision][key] == pytest.approx(expected)
     assert all(v == pytest.approx(1.0) for v in (ref["ratio_to_tiny_plain"]["params"],
