@@ -16,7 +16,7 @@ survive small batches; from scratch (`weights=None`) BatchNorm trains normally.
 Strategies: "default" (one device), "mirrored" (`tf.distribute.MirroredStrategy`:
 all local GPUs, else all logical CPUs; `logical_cpus=N` splits the CPU into N devices
 for testing), "multiworker" (`tf.distribute.MultiWorkerMirroredStrategy`: every worker
-runs the same command with its own `TF_CONFIG` environment variable, e.g.
+runs the same command with its own `TF_CONFIG` environment variable (see EPILOG), e.g.
 `{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
 "index": 0}}`; worker 0 is the chief and writes the outputs). The model, optimizer and
 metrics are built inside `strategy.scope()`; `batch_size` is the global batch.
@@ -26,6 +26,7 @@ Outputs in `output_dir`: `checkpoints/epochNNN.weights.h5` (every epoch),
 and the final evaluation) and `training_curves.png`.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -310,14 +311,33 @@ def _write_json(path, obj):
         json.dump(obj, f, indent=2)
 
 
+EPILOG = """multi-worker training: start the same command on every worker, each with
+TF_CONFIG describing the cluster and its own index, e.g. on the first of two:
+  TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+              "task": {"type": "worker", "index": 0}}' keras-pf finetune ... --strategy multiworker
+worker 0 (or the "chief" task) writes the outputs."""
+
+
+def _json_object(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments: {text!r}")
+    return value
+
+
 def add_finetune_arguments(parser):
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model", help=f"model name: {', '.join(BUILDERS)}")
     parser.add_argument("train", help="training data: image folder (one subfolder per class) or tfds:NAME[:SPLIT]")
     parser.add_argument("--val", help="validation data (default for tfds: its validation, else test split)")
     parser.add_argument("-o", "--output-dir", default="finetune_output", help="checkpoints, model, curves")
     parser.add_argument("--weights", default="imagenet",
                         help="weights tag, .weights.h5/.pth path, or 'none' for random init (default imagenet)")
-    parser.add_argument("--model-args", type=json.loads, default=None,
+    parser.add_argument("--model-args", type=_json_object, default=None,
                         help='JSON keyword arguments for a generic builder, e.g. \'{"depths": [1,1,1,1]}\'')
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
