@@ -445,6 +445,9 @@ def add_export_arguments(parser):
                         help="normalize inside the graph: the app feeds RGB pixels in [0, 255]")
     parser.add_argument("--uint8-input", action="store_true",
                         help="with --include-preprocessing: the input is uint8 pixels")
+    parser.add_argument("--logits", action="store_true",
+                        help="output logits instead of softmax probabilities (the check "
+                             "then compares logits, which shows errors more plainly)")
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     parser.add_argument("--check", action="store_true",
                         help="compare the file with the Keras model and print a table")
@@ -459,6 +462,8 @@ def run_export(args):
     if args.uint8_input and not args.include_preprocessing:
         raise ValueError("--uint8-input feeds raw pixels: add --include-preprocessing")
     kwargs = {"input_shape": (args.input_size, args.input_size, 3)}
+    if args.logits:
+        kwargs["classifier_activation"] = None
     if args.weights is not None:
         kwargs["weights"] = None if args.weights.lower() == "none" else args.weights
     model = keras_pf.MODELS[args.model](**kwargs)
