@@ -145,3 +145,15 @@ def test_cli_export_with_check(tmp_path, capsys):
     assert "| float32.tflite |" in printed and "| vit.tflite |" in printed
     assert len(open(export.labels_path(out)).read().splitlines()) == 1000
     assert main(["export", "NoSuchNet", "-o", str(tmp_path / "x.tflite")]) == 2
+
+
+@pytest.mark.parametrize("case_name", ["resnet_max_64", "vit_max_64", "pit_max_64"])
+def test_tflite_matches_original_pytorch_logits(case_name, tmp_path):
+    """Original checkpoints -> Keras -> TFLite float32 reproduces the PyTorch logits."""
+    from conftest import ParityCase
+
+    case = ParityCase(case_name)
+    model = case.build(weights=str(case.checkpoint))
+    path = export.export_tflite(model, tmp_path / f"{case_name}.tflite")
+    np.testing.assert_allclose(export.run_tflite(path, case.input_nhwc), case.logits,
+                               rtol=0, atol=1e-4)
