@@ -477,6 +477,7 @@ def plot(report, path):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("reported ImageNet top-1 (%)")
     ax.set_title(f"{info['image_size']}px, batch 1, {info['tflite_threads']} threads, "
+                 "lines span the reported figures (recipes, longer training), "
                  f"{info['cpu'][:40]}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
