@@ -154,3 +154,38 @@ def finish(img_input, input_tensor, outputs, name, weights, weights_id):
 
         load_weights(model, weights, weights_id=weights_id)
     return model
+
+
+def named_constructor(builder, config, weights_id, title, description, input_note,
+                      default_weights="imagenet"):
+    """A thin named constructor (`PFResNet50Max`, ...) over a family's generic builder,
+    with the keras.applications signature. `weights_id` keys the weights registry; the
+    user's `name=` never does."""
+
+    def constructor(
+        include_top=True,
+        weights=default_weights,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=weights_id,
+    ):
+        return builder(
+            **config,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            weights_id=weights_id,
+        )
+
+    constructor.__name__ = constructor.__qualname__ = title
+    constructor.__doc__ = BASE_DOCSTRING.format(
+        title=title, description=description, input_note=input_note)
+    return constructor

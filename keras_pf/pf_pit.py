@@ -60,38 +60,13 @@ def PFPiT(
     return application.finish(img_input, input_tensor, x, name, weights, weights_id)
 
 
-def _named(config, default_name, title, description, default_weights=None):
-    def constructor(
-        include_top=True,
-        weights=default_weights,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=default_name,
-    ):
-        return PFPiT(
-            **config,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            weights_id=default_name,
-        )
-
-    constructor.__name__ = constructor.__qualname__ = title
-    constructor.__doc__ = application.BASE_DOCSTRING.format(
-        title=title,
-        description=description,
+def _named(config, weights_id, title, description, default_weights=None):
+    return application.named_constructor(
+        PFPiT, config, weights_id, title, description,
         input_note="Default (224, 224, 3); other sizes resize the position embedding "
         "(PyTorch bicubic, as the original does) when weights are loaded.",
+        default_weights=default_weights,
     )
-    return constructor
 
 
 PFPiTTiny = _named(

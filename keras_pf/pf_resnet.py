@@ -122,38 +122,13 @@ def PFResNet(
     return application.finish(img_input, input_tensor, x, name, weights, weights_id)
 
 
-def _named(block, default_name, title, description, default_weights="imagenet"):
-    def constructor(
-        include_top=True,
-        weights=default_weights,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=default_name,
-    ):
-        return PFResNet(
-            block=block,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            weights_id=default_name,
-        )
-
-    constructor.__name__ = constructor.__qualname__ = title
-    constructor.__doc__ = application.BASE_DOCSTRING.format(
-        title=title,
-        description=description,
+def _named(block, weights_id, title, description, default_weights="imagenet"):
+    return application.named_constructor(
+        PFResNet, dict(block=block), weights_id, title, description,
         input_note="Default (224, 224, 3) with `include_top=True`, any size otherwise"
         + (" whose sides are multiples of 32." if block == "hybrid" else "."),
+        default_weights=default_weights,
     )
-    return constructor
 
 
 PFResNet50Hybrid = _named(
@@ -173,25 +148,8 @@ PFResNet50Plain = _named(
     "checkpoint for it, hence `weights=None` by default.",
     default_weights=None,
 )
-
-
-def PFResNet50(
-    include_top=True,
-    weights="imagenet",
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="pf_resnet50_hybrid",
-):
-    return PFResNet50Hybrid(include_top, weights, input_tensor, input_shape, pooling,
-                            classes, classifier_activation, name)
-
-
-PFResNet50.__doc__ = application.BASE_DOCSTRING.format(
-    title="PFResNet50",
-    description="The paper's recommended parameter-free ResNet50: R50-hybrid "
-    "(see `PFResNet50Hybrid`).",
-    input_note="Default (224, 224, 3); sides must be multiples of 32.",
+PFResNet50 = _named(
+    "hybrid", "pf_resnet50_hybrid", "PFResNet50",
+    "The paper's recommended parameter-free ResNet50: R50-hybrid (the same network and "
+    "weights as `PFResNet50Hybrid`).",
 )
