@@ -351,6 +351,13 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
 # ---------------------------------------------------------------------------- outputs
 
 
+def _readable(tmp):
+    """mkstemp makes 0600 files; give the result the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def _atomic_write(path, data):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -358,6 +365,7 @@ def _atomic_write(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data if isinstance(data, bytes) else data.encode())
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -486,6 +494,7 @@ def plot(report, path):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
+        _readable(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
