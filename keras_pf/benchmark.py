@@ -37,13 +37,6 @@ REFERENCE = "ResNet50"
 # parameter-free models' figures come from the weights registry.
 BASELINE_TOP1 = {"ResNet50": {"keras.applications": 74.9},
                  "MobileNetV2": {"keras.applications": 71.3}}
-# Used only if the registry has no figures for a model (same numbers as the paper).
-FALLBACK_TOP1 = {
-    "PFResNet50Max": {"paper": 74.3, "long": 75.5},
-    "PFResNet50Hybrid": {"paper": 77.1, "long": 78.0},
-    "PFViTSmall": {"plain": 74.2, "cutmix": 77.3, "deit": 80.0},
-    "PFPiTSmall": {"plain": 75.7, "cutmix": 78.1, "deit": 80.8},
-}
 
 
 # ------------------------------------------------------------------------------ models
@@ -69,21 +62,18 @@ def reported_top1(name):
     """`{recipe or tag: top-1}` reported for `name` ({} if none is known)."""
     if name in BASELINE_TOP1:
         return dict(BASELINE_TOP1[name])
-    figures = {}
-    try:
-        from keras_pf.weights import registry
+    from keras_pf.weights import registry
 
-        for entry in registry.WEIGHTS.values():
-            if not isinstance(entry, dict) or entry.get("model") != name:
-                continue
-            for tag, info in entry.get("tags", {}).items():
-                reported = info.get("reported") or {}
-                if reported.get("top1") is not None:
-                    figures[tag] = reported["top1"]
-                figures.update(reported.get("top1_by_recipe") or {})
-    except (ImportError, AttributeError, TypeError):  # registry layout changed: fall back
-        figures = {}
-    return figures or dict(FALLBACK_TOP1.get(name, {}))
+    figures = {}
+    for entry in registry.WEIGHTS.values():
+        if entry.get("model") != name:
+            continue
+        for tag, info in entry.get("tags", {}).items():
+            reported = info.get("reported") or {}
+            if reported.get("top1") is not None:
+                figures[tag] = reported["top1"]
+            figures.update(reported.get("top1_by_recipe") or {})
+    return figures
 
 
 # ---------------------------------------------------------------------------- machine
