@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from keras_pf import profile
+from keras_pf.files import atomic_output, write_atomic
 
 BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
@@ -341,28 +342,6 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
 # ---------------------------------------------------------------------------- outputs
 
 
-def _readable(tmp):
-    """mkstemp makes 0600 files; give the result the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-
-
-def _atomic_write(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode())
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _fmt(value, scale=1.0, digits=1):
     return "–" if value is None else f"{value * scale:.{digits}f}"
 
@@ -479,23 +458,17 @@ def plot(report, path):
                  f"{info['cpu'][:40]}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
-                               suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        _readable(tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_outputs(report, output_dir):
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(os.path.join(output_dir, "results.json"), json.dumps(report, indent=2) + "\n")
-    _atomic_write(os.path.join(output_dir, "results.md"), format_markdown(report))
+    write_atomic(os.path.join(output_dir, "results.json"), json.dumps(report, indent=2) + "\n")
+    write_atomic(os.path.join(output_dir, "results.md"), format_markdown(report))
     plot(report, os.path.join(output_dir, "top1_vs_latency.png"))
 
 

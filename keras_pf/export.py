@@ -16,6 +16,8 @@ import numpy as np
 
 import keras
 
+from keras_pf.files import write_atomic
+
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
 # Ops that exist only to compute shapes at run time: a static batch-1 graph has none.
@@ -160,25 +162,6 @@ def calibration_images(calibration, image_size, raw_pixels, num_images=100, seed
 # ---------------------------------------------------------------------------- export
 
 
-def _atomic_write(path, content):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content if isinstance(content, bytes) else content.encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain file is wanted
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def export_tflite(model, path, precision="float32", calibration=None,
                   include_preprocessing=False, num_calibration=100, input_dtype="float32",
                   labels=None):
@@ -247,7 +230,7 @@ def export_tflite(model, path, precision="float32", calibration=None,
             import shutil
 
             shutil.rmtree(saved_dir, ignore_errors=True)
-    _atomic_write(path, content)
+    write_atomic(path, content)
     _write_labels(model, path, labels)
     return path
 
@@ -267,7 +250,7 @@ def _write_labels(model, path, labels):
     labels = list(labels)
     if len(labels) != out_shape[-1]:
         raise ValueError(f"{len(labels)} labels for a model with {out_shape[-1]} outputs")
-    return _atomic_write(labels_path(path), "\n".join(labels) + "\n")
+    return write_atomic(labels_path(path), "\n".join(labels) + "\n")
 
 
 # ---------------------------------------------------------------------- run and inspect

@@ -35,6 +35,7 @@ import tempfile
 import keras
 
 from keras_pf import MODELS, PFPiT, PFResNet, PFViT
+from keras_pf.files import atomic_output, write_atomic
 from keras_pf.transfer import set_backbone_trainable
 
 # Generic builders, usable with `model_args` (e.g. a reduced-width ResNet for tests).
@@ -140,23 +141,6 @@ def _compile(model, learning_rate, weight_decay):
     )
 
 
-def _atomic_write(path, write):
-    """Call `write(tmp_path)`, then move it onto `path`: never a partial file at `path`."""
-    directory, base = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=base)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def plot_history(history, path):
     """Training/validation loss and accuracy per epoch, written as a PNG."""
     import matplotlib
@@ -178,7 +162,8 @@ def plot_history(history, path):
         for axis in axes:
             axis.axvline(history["phase_boundary"] + 0.5, color="gray", linestyle="--")
     figure.tight_layout()
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
 
 
@@ -293,22 +278,18 @@ def finetune(
         "history": os.path.join(output_dir, "history.json"),
         "plot": os.path.join(output_dir, "training_curves.png"),
     }
-    _atomic_write(paths["model"], model.save)  # the temp name keeps the .keras suffix
+    with atomic_output(paths["model"]) as tmp:  # the temp name keeps the .keras suffix
+        model.save(tmp)
     record = {**history, "phase_boundary": head_epochs if head_epochs and epochs else 0,
               "evaluation": evaluation}
-    _atomic_write(paths["history"], lambda tmp: _write_json(tmp, record))
-    _atomic_write(paths["class_names"], lambda tmp: _write_json(tmp, list(class_names)))
+    write_atomic(paths["history"], json.dumps(record, indent=2))
+    write_atomic(paths["class_names"], json.dumps(list(class_names), indent=2))
     plot_history(record, paths["plot"])
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
         paths = {}
     return {"history": history, "evaluation": evaluation, "class_names": list(class_names),
             "model": model, "paths": paths}
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
 
 
 EPILOG = """multi-worker training: start the same command on every worker, each with

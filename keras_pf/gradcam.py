@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_pf.files import atomic_output
 from keras_pf.transfer import feature_layers
 
 
@@ -169,12 +170,6 @@ def run_gradcam(args):
 
         label = f"{class_index} ({imagenet_classes()[class_index][1]})"
     result = Image.fromarray(overlay(crop, heatmap))
-    directory = os.path.dirname(os.path.abspath(args.output))
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(args.output)}")
-    try:
+    with atomic_output(args.output) as tmp:
         result.save(tmp, format="PNG")
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print(f"class {label}: Grad-CAM -> {args.output}")

@@ -3,7 +3,8 @@
 import collections
 import os
 import re
-import tempfile
+
+from keras_pf.files import atomic_output
 
 
 def add_convert_arguments(parser):
@@ -34,17 +35,8 @@ def save_converted(model, checkpoint, output):
 
     load_torch_weights(model, checkpoint)
     _renumber_auto_names(model)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    # Write beside the target and rename, so a failure never leaves a partial file.
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part.weights.h5")
-    os.close(fd)
-    try:
+    with atomic_output(output) as tmp:
         model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return model
 
 

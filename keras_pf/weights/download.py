@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from keras_pf.files import atomic_output
 from keras_pf.weights import registry
 
 CHUNK = 1 << 20
@@ -235,14 +236,8 @@ def import_file(path, weights_id, tag, progress=False):
                 f"{error} Import the original checkpoint (.pth) instead: it is converted here."
             ) from error
         registry.build_model(weights_id).load_weights(path)  # raises if it does not fit
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part.weights.h5")
-        os.close(fd)
-        try:
+        with atomic_output(target) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return target
 
 

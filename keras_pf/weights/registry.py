@@ -24,6 +24,8 @@ import os
 import pprint
 import re
 
+from keras_pf.files import write_atomic
+
 IMAGENET_TAG = "imagenet"
 
 # Evaluation transforms the weights expect, named in the table's `preprocessing`. Both
@@ -261,7 +263,4 @@ def write_table(table=None, path=None):
     if not pattern.search(source):
         raise ValueError(f"{path} has no BEGIN/END WEIGHTS TABLE markers")
     new = pattern.sub(lambda m: m[1] + format_table(table) + m[2], source)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, path)
+    write_atomic(path, new)
