@@ -18,9 +18,9 @@ import urllib.request
 
 from keras_pf.files import atomic_output
 from keras_pf.weights import registry
+from keras_pf.weights.torch_reader import looks_like_html
 
 CHUNK = 1 << 20
-HTML_PREFIXES = (b"<!doctype html", b"<html")
 
 
 class WeightsDownloadError(OSError):
@@ -52,9 +52,7 @@ def mirror_url(info):
 # --- downloading one file -----------------------------------------------------------
 
 def _check_payload(path, expected_sha256, what):
-    with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith(HTML_PREFIXES):
+    if looks_like_html(path):
         raise WeightsDownloadError(
             f"{what} returned a web page instead of the file (for Google Drive, usually its "
             "'download quota exceeded' or sign-in page)."
@@ -214,7 +212,7 @@ def import_file(path, weights_id, tag, progress=False):
     """Put `path` (an original checkpoint, or a converted `.weights.h5`) into the cache
     as `weights_id`/`tag`; an original is converted, a converted file is checked against
     the registry's sha256 and by loading it. Returns the cached path."""
-    from keras_pf.weights import TORCH_SUFFIXES
+    from keras_pf.weights import TORCH_SUFFIXES, load_keras_weights
     from keras_pf.weights.cli import save_converted
 
     if not os.path.isfile(path):
@@ -235,7 +233,7 @@ def import_file(path, weights_id, tag, progress=False):
             raise WeightsDownloadError(
                 f"{error} Import the original checkpoint (.pth) instead: it is converted here."
             ) from error
-        registry.build_model(weights_id).load_weights(path)  # raises if it does not fit
+        load_keras_weights(registry.build_model(weights_id), path)  # raises if it does not fit
         with atomic_output(target) as tmp:
             shutil.copyfile(path, tmp)
     return target
@@ -244,6 +242,8 @@ def import_file(path, weights_id, tag, progress=False):
 def verify(weights_id, tag):
     """Check the cached `weights_id`/`tag`: sha256 (if recorded) and loading it into the
     model. Returns `(path, sha256, status)`; raises if it is missing or broken."""
+    from keras_pf.weights import load_keras_weights
+
     _, tag, info = registry.resolve(weights_id, tag)
     path = registry.cached_weights_path(weights_id, tag)
     if path is None:
@@ -257,6 +257,6 @@ def verify(weights_id, tag):
             f"{path}: sha256 {digest} differs from the registry's {info['sha256']}; delete "
             f"it and run `keras-pf weights download {weights_id} --tag {tag}`"
         )
-    registry.build_model(weights_id).load_weights(path)
+    load_keras_weights(registry.build_model(weights_id), path)
     status = "sha256 matches the registry" if info.get("sha256") else "no sha256 recorded yet"
     return path, digest, status

@@ -209,11 +209,11 @@ def build_model(weights_id, **kwargs):
 def load_tagged_weights(model, weights_id, tag):
     """Load the weights tagged `tag` into `model`: from the cache, else from the mirror,
     else from the original checkpoint (downloaded, converted once, cached)."""
-    from keras_pf.weights import download
+    from keras_pf.weights import download, load_keras_weights
 
     path = download.fetch(weights_id, tag)
     try:
-        model.load_weights(path)
+        load_keras_weights(model, path)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"The cached weights {path} do not load into model '{model.name}' ({error}). "

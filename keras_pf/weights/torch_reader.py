@@ -120,15 +120,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._storages[key]
 
 
+def looks_like_html(path):
+    """True if the file is a web page (what Google Drive sends for a quota or
+    virus-scan warning, with HTTP 200) rather than the file asked for."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def read_checkpoint(path):
     """Return the object stored in a `torch.save` zip file, tensors as numpy arrays."""
     path = str(path)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        with open(path, "rb") as f:
-            head = f.read(512).lstrip().lower()
-        if head.startswith((b"<!doctype html", b"<html")):
+        if looks_like_html(path):
             raise CheckpointError(
                 f"{path} is an HTML page, not a checkpoint: the download returned a web "
                 "page (Google Drive answers a quota or virus-scan warning this way). "
