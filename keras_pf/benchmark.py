@@ -204,7 +204,8 @@ def _child(code, paths, threads, runs=1, warmup=1):
          *map(os.fspath, paths)],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
-        raise RuntimeError(f"Running {', '.join(map(str, paths))} failed:\n{done.stderr[-2000:]}")
+        # An OSError, so keras-pf reports it as a message rather than a traceback.
+        raise ChildProcessError(f"Running {', '.join(map(str, paths))} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -10,21 +10,13 @@ A quick look at two models, Keras only:
     python tools/benchmark.py --models ResNet50 PFResNet50Max --precisions --runs 5
 """
 
-import argparse
 import sys
 
-from keras_pf.benchmark import add_benchmark_arguments, run_benchmark
+from keras_pf.cli import main as cli_main
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_benchmark_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args) or 0
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"benchmark: error: {error}", file=sys.stderr)
-        return 2
+    return cli_main(["benchmark", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

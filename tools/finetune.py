@@ -7,21 +7,13 @@ Same as `keras-pf finetune` (see `keras_pf/finetune.py`), e.g.
     python tools/finetune.py PFResNet50Max data/train --val data/val --strategy mirrored
 """
 
-import argparse
 import sys
 
-from keras_pf.finetune import add_finetune_arguments, run_finetune
+from keras_pf.cli import main as cli_main
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_finetune_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_finetune(args) or 0
-    except (ValueError, OSError) as error:
-        print(f"finetune: error: {error}", file=sys.stderr)
-        return 2
+    return cli_main(["finetune", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
