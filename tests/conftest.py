@@ -54,6 +54,17 @@ class ParityCase:
                               mlp_ratio=cfg["mlp_ratio"], **kwargs)
 
 
+def load_tool(name):
+    """The module of the script `tools/<name>.py` (tools are scripts, not a package)."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).parent.parent / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(params=case_names())
 def parity_case(request):
     return ParityCase(request.param)

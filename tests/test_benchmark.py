@@ -1,7 +1,6 @@
 """Smoke test of the benchmark (`keras_pf/benchmark.py`) at a tiny size: it must write
 its three outputs with figures that agree with `keras_pf.profile` and with each other."""
 
-import importlib.util
 import json
 import os
 
@@ -10,6 +9,8 @@ import pytest
 
 import keras_pf
 from keras_pf import benchmark, profile
+
+from conftest import load_tool
 
 
 def _tiny(block):
@@ -110,11 +111,7 @@ def test_bad_arguments_give_clear_errors(capsys):
     assert "Unknown model 'ResNet5O'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="runs >= 1"):
         benchmark.benchmark_models(["ResNet50"], runs=0)
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_tool", os.path.join(os.path.dirname(__file__), "..", "tools", "benchmark.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    assert tool.main(["--models", "NoSuchNet", "--precisions", "--keras-modes"]) == 2
+    assert load_tool("benchmark").main(["--models", "NoSuchNet", "--precisions", "--keras-modes"]) == 2
 
 
 def test_float32_graph_has_folded_batchnorm_and_runs_in_xnnpack(report):

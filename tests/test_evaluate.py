@@ -5,25 +5,15 @@ expected top-1/top-5 can be computed independently: the model applied directly t
 constant, `preprocess_input`-normalized array."""
 
 import copy
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ParityCase
+from conftest import ParityCase, load_tool
 
-TOOL = pathlib.Path(__file__).parent.parent / "tools" / "evaluate_imagenet.py"
 CASE = "resnet_hybrid_64"
 WEIGHTS_ID = "test_eval_resnet"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_imagenet", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -63,7 +53,7 @@ def test_evaluate_image_folder_end_to_end(registry_copy, tmp_path, capsys):
     expected_top5 = 100 * np.mean(np.any(top5 == labels[:, None], axis=1))
     assert 0 < expected_top1 < 100
 
-    measured = load_tool().main([WEIGHTS_ID, "--weights", str(case.checkpoint), "--data",
+    measured = load_tool("evaluate_imagenet").main([WEIGHTS_ID, "--weights", str(case.checkpoint), "--data",
                                  str(folder), "--batch-size", "4", "--quiet"])
     assert measured["images"] == 14
     assert measured["top1"] == pytest.approx(expected_top1)
@@ -74,7 +64,7 @@ def test_evaluate_image_folder_end_to_end(registry_copy, tmp_path, capsys):
 
 
 def test_wordnet_folders_map_through_the_class_index():
-    tool = load_tool()
+    tool = load_tool("evaluate_imagenet")
     assert tool.label_mapping(["n01443537", "n01440764"], 1000) == [1, 0]
     assert tool.label_mapping(["cat", "dog"], 10) == [0, 1]
     with pytest.raises(ValueError, match="classes"):
@@ -82,7 +72,7 @@ def test_wordnet_folders_map_through_the_class_index():
 
 
 def test_reported_figures_are_printed_beside_the_measured(registry_copy):
-    tool = load_tool()
+    tool = load_tool("evaluate_imagenet")
     reported = tool.reported_figures("pf_vit_small", "imagenet")
     table = tool.format_table("pf_vit_small", "imagenet", reported,
                               {"top1": 80.0, "top5": 95.0, "images": 50000})
@@ -94,7 +84,7 @@ def test_reported_figures_are_printed_beside_the_measured(registry_copy):
 
 
 def test_record_writes_measured_figures_and_the_matching_recipe(registry_copy, monkeypatch):
-    tool = load_tool()
+    tool = load_tool("evaluate_imagenet")
     written = []
     monkeypatch.setattr(registry_copy, "write_table", lambda: written.append(True))
     info = tool.record("pf_pit_small", "imagenet", {"top1": 78.14, "top5": 94.0, "images": 50000},

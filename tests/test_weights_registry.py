@@ -10,9 +10,8 @@ import shutil
 
 import pytest
 
-from conftest import DATA, ParityCase
+from conftest import DATA, ParityCase, load_tool
 
-ROOT = pathlib.Path(__file__).parent.parent
 CASE = "resnet_hybrid_64"
 
 # The paper's published checkpoints (Google Drive id, top-1, top-5), from its README.
@@ -26,13 +25,6 @@ PUBLISHED = {
 }
 ORIGINAL_CONSTRUCTOR = {"pf_resnet50_max": "resnet50_max", "pf_resnet50_hybrid": "resnet50_hybrid",
                         "pf_vit_small": "vit_s_max", "pf_pit_small": "pit_s_max"}
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
