@@ -181,6 +181,30 @@ for _ in range(runs):
 print(json.dumps([[float(np.median(series)), float(np.min(series))] for series in times]))
 """
 
+# Op profile: each file timed on its own, run after run, as an op runs inside its graph:
+# its threads awake and its input just written (interleaving would time cold caches and
+# sleeping thread pools instead). A quarter second of work first, so that the first file
+# is not timed on an idle CPU's clock.
+_CONSECUTIVE_CHILD = _CHILD_COMMON + r"""
+first, start = load(paths[0], threads), time.perf_counter()
+while time.perf_counter() - start < 0.25:
+    first.invoke()
+del first
+results = []
+for path in paths:
+    interp = load(path, threads)
+    for _ in range(warmup):
+        interp.invoke()
+    series = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interp.invoke()
+        series.append(time.perf_counter() - start)
+    results.append([float(np.median(series)), float(np.min(series))])
+    del interp
+print(json.dumps(results))
+"""
+
 # Peak memory: the peak resident set over loading, allocating and running one file,
 # minus the resident set before (the peak is reset first, so that the imports'
 # transient peaks don't count). Linux only (None elsewhere).
@@ -239,6 +263,98 @@ def export_all(model, directory, name, precisions=PRECISIONS, calibration_images
     return paths
 
 
+# ------------------------------------------------------------------------- op profile
+
+# Where the float32 time goes. The Python LiteRT interpreter has no per-op profiler, so
+# every layer that becomes an op of its own is exported alone (same input shape, batch 1,
+# same weights) and timed. Layers the exported graph does not run as ops of their own are
+# skipped: BatchNorm after a conv (the converter folds it in), ReLU after a conv, BatchNorm
+# or add (fused as the op's activation), and a zero pad before a conv (XNNPACK fuses it).
+_CONVS = ("Conv2D", "DepthwiseConv2D")
+
+
+def _producer(layer):
+    tensor = layer._inbound_nodes[0].input_tensors[0]
+    return type(tensor._keras_history.operation).__name__
+
+
+def _consumers(layer):
+    return [type(node.operation).__name__ for node in layer._outbound_nodes]
+
+
+def _runs_as_own_op(layer):
+    import keras
+
+    kind = type(layer).__name__
+    if kind == "InputLayer" or not layer._inbound_nodes:
+        return False
+    if kind == "BatchNormalization":
+        return _producer(layer) not in _CONVS
+    relu = kind == "ReLU" or (kind == "Activation" and layer.get_config()["activation"] == "relu")
+    if relu:
+        return _producer(layer) not in (*_CONVS, "BatchNormalization", "Add")
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        return not all(c in _CONVS for c in _consumers(layer))
+    return True
+
+
+def layer_kind(layer):
+    """How the op profile groups a layer: convolutions by kernel size and stride
+    ("Conv2D 1x1", "Conv2D 1x1/2"), everything else by class."""
+    kind = type(layer).__name__
+    if kind in _CONVS:
+        (kh, kw), stride = layer.kernel_size, max(layer.strides)
+        kind += f" {kh}x{kw}" + (f"/{stride}" if stride > 1 else "")
+    return kind
+
+
+def export_layers(model, directory):
+    """`[(layer, path)]`: every layer of functional `model` that runs as an op of its own
+    in the exported graph, written alone as a float32 `.tflite` file (batch 1)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    os.makedirs(directory, exist_ok=True)
+    files = []
+    for index, layer in enumerate(model.layers):
+        if not _runs_as_own_op(layer):
+            continue
+        # One input per distinct tensor (attention is called with query = value)
+        inputs = list({id(t): t for t in layer._inbound_nodes[0].input_tensors}.values())
+        alone = keras.Model(inputs if len(inputs) > 1 else inputs[0], layer.output)
+        specs = [tf.TensorSpec((1, *t.shape[1:]), t.dtype) for t in inputs]
+        run = tf.function(lambda *x, m=alone: m(list(x) if len(x) > 1 else x[0], training=False))
+        # Weights as constants, as in a full export (not resource variables)
+        frozen = convert_variables_to_constants_v2(run.get_concrete_function(*specs))
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], alone)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        path = os.path.join(directory, f"{index:04d}.tflite")
+        write_atomic(path, converter.convert())
+        files.append((layer, path))
+    return files
+
+
+def op_profile(files, threads=2, runs=20, warmup=3):
+    """Time the single-layer files of `export_layers` (one fresh process, each file's
+    runs in a row). Returns `{"seconds": sum, "layers": [...], "by_kind": {kind: {"count",
+    "seconds", "macs"}}}`, kinds in decreasing time."""
+    seconds = _child(_CONSECUTIVE_CHILD, [path for _, path in files], threads, runs, warmup)
+    layers, by_kind = [], {}
+    for (layer, _), (median, _) in zip(files, seconds):
+        kind = layer_kind(layer)
+        macs = profile.layer_macs(layer)
+        layers.append({"layer": layer.name, "kind": kind, "macs": macs, "seconds": median})
+        group = by_kind.setdefault(kind, {"count": 0, "seconds": 0.0, "macs": 0})
+        group["count"] += 1
+        group["seconds"] += median
+        group["macs"] += macs
+    by_kind = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]["seconds"]))
+    return {"seconds": sum(row["seconds"] for row in layers), "layers": layers,
+            "by_kind": by_kind}
+
+
 # ------------------------------------------------------------------------------- run
 
 
@@ -266,7 +382,7 @@ def _ratios(results, reference):
 
 def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, threads=2,
                      precisions=PRECISIONS, keras_modes=KERAS_MODES, output_dir="benchmarks",
-                     builders=None, reference=REFERENCE, log=print):
+                     builders=None, reference=REFERENCE, log=print, op_profile_models=()):
     """Measure `models` side by side and write `results.json`, `results.md` and
     `top1_vs_latency.png` to `output_dir`. Returns the results dict.
 
@@ -274,6 +390,8 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     `build` (e.g. small test configurations). `reference`: the model every figure
     is divided by (pair by pair: same figure, same precision or mode).
     Keras runs with TensorFlow's default thread pools; TFLite with `threads`.
+    `op_profile_models`: models whose float32 time is also broken down by op (see
+    `op_profile`).
     """
     import keras_pf
 
@@ -286,6 +404,10 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     if unknown:  # before minutes of building and exporting
         known = ", ".join(BASELINES + tuple(keras_pf.MODELS))
         raise ValueError(f"Unknown model {unknown[0]!r}; choose from: {known}")
+    stray = [n for n in op_profile_models if n not in models]
+    if stray:
+        raise ValueError(f"--op-profile model {stray[0]!r} is not among the benchmarked "
+                         f"models ({', '.join(models)})")
     info = machine()
     info.update(image_size=image_size, batch_size=1, runs=runs, warmup=warmup,
                 tflite_threads=threads, weights="random (weights=None)",
@@ -305,8 +427,11 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
         for name in built:
             results[name]["keras"], results[name]["keras_min"] = medians[name], fastest[name]
     with tempfile.TemporaryDirectory(prefix="keras_pf_benchmark_") as tmp:
-        files = {}  # (name, precision) -> path
+        files, layer_files = {}, {}  # (name, precision) -> path; name -> [(layer, path)]
         for name in list(built):
+            if name in op_profile_models:
+                log(f"exporting {name} layer by layer (op profile)")
+                layer_files[name] = export_layers(built[name], os.path.join(tmp, name + "_ops"))
             if precisions:
                 log(f"exporting {name} ({', '.join(precisions)})")
                 for precision, path in export_all(built[name], tmp, name, precisions).items():
@@ -333,6 +458,9 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
                     ops[op] = ops.get(op, 0) + 1
                 results[name]["tflite_float32_ops"] = ops
                 results[name]["tflite_float32_undelegated_ops"] = undelegated_ops(path)
+        for name, layers in layer_files.items():
+            log(f"op profile of {name}: {len(layers)} ops, each alone, {runs} runs")
+            results[name]["op_profile"] = op_profile(layers, threads, runs, warmup)
     info["load_average_end"] = list(os.getloadavg())
     _ratios(results, reference)
     report = {"machine": info, "reference": reference, "models": results}
@@ -424,6 +552,26 @@ def format_markdown(report):
             text = ", ".join(f"{op} {n}" for op, n in sorted(ops.items(), key=lambda kv: -kv[1]))
             left = ", ".join(f"{op} {n}" for op, n in (undelegated or {}).items()) or "none"
             lines.append(f"- {name}: {text}; outside XNNPACK: {left}.")
+    profiled = [(name, row) for name, row in results.items() if row.get("op_profile")]
+    if profiled:
+        lines += ["", "Where the TFLite float32 time goes: each op exported alone (same "
+                  "shape and weights) and timed; BatchNorm, a ReLU after a conv or add, and "
+                  "a zero pad before a conv are fused into their neighbour and not counted. "
+                  "GMAC/s: multiply-accumulate throughput.", ""]
+        for name, row in profiled:
+            prof = row["op_profile"]
+            whole = row["tflite"].get("float32", {}).get("seconds")
+            parts = []
+            for kind, group in prof["by_kind"].items():
+                text = f"{kind} {group['seconds'] * 1e3:.2f} ms ({group['count']}"
+                if group["macs"]:
+                    text += (f", {group['macs'] / 1e6:.0f} M MACs, "
+                             f"{group['macs'] / group['seconds'] / 1e9:.0f} GMAC/s")
+                parts.append(text + ")")
+            total = f"{prof['seconds'] * 1e3:.2f} ms summed over {len(prof['layers'])} ops"
+            if whole is not None:
+                total += f" (whole graph {whole * 1e3:.2f} ms)"
+            lines.append(f"- {name}: {total}: " + ", ".join(parts) + ".")
     lines += ["", "Reported top-1: keras.applications' own figures for ResNet50 (74.9; the "
               "paper's R50 baseline is 76.2) and MobileNetV2; the paper's for the others "
               "(several figures: training recipes / longer training)."]
@@ -488,12 +636,17 @@ def add_benchmark_arguments(parser):
                         choices=PRECISIONS, help="TFLite precisions (none: skip TFLite)")
     parser.add_argument("--keras-modes", nargs="*", default=list(KERAS_MODES),
                         choices=KERAS_MODES, help="Keras latency modes (none: skip)")
+    parser.add_argument("--op-profile", nargs="*", metavar="MODEL",
+                        help="also break the TFLite float32 time down by op, for these "
+                             "models (all benchmarked ones if none is named)")
     parser.add_argument("--output-dir", default="benchmarks")
 
 
 def run_benchmark(args):
+    op_profile_models = args.models if args.op_profile == [] else (args.op_profile or ())
     report = benchmark_models(args.models, args.image_size, args.runs, args.warmup,
-                           args.threads, args.precisions, args.keras_modes, args.output_dir)
+                              args.threads, args.precisions, args.keras_modes, args.output_dir,
+                              op_profile_models=op_profile_models)
     print(format_markdown(report))
     print(f"Wrote results.json, results.md and top1_vs_latency.png to {args.output_dir}")
 

@@ -18,7 +18,8 @@ _COUNTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dens
             keras.layers.MultiHeadAttention)
 
 
-def _layer_macs(layer):
+def layer_macs(layer):
+    """Multiply-accumulates of one layer of a built model (0 for layers without any)."""
     if isinstance(layer, keras.Model):
         return count_flops(layer)
     if not isinstance(layer, _COUNTED):
@@ -47,7 +48,7 @@ def count_flops(model):
     activations and pools are not counted. Input height and width must be fixed."""
     if any(d is None for d in model.input_shape[1:]):
         raise ValueError("count_flops needs a model built with a fixed input_shape")
-    return int(sum(_layer_macs(layer) for layer in model.layers))
+    return int(sum(layer_macs(layer) for layer in model.layers))
 
 
 def median_seconds(call, runs=20, warmup=3):

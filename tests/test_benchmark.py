@@ -24,7 +24,8 @@ def report(tmp_path_factory):
     builders = {"tiny_plain": _tiny("plain"), "tiny_max": _tiny("max")}
     result = benchmark.benchmark_models(list(builders), image_size=64, runs=2, warmup=1,
                                         builders=builders, reference="tiny_plain",
-                                        output_dir=str(out), log=lambda *_: None)
+                                        output_dir=str(out), log=lambda *_: None,
+                                        op_profile_models=["tiny_max"])
     return out, result, builders
 
 
@@ -123,3 +124,62 @@ def test_float32_graph_has_folded_batchnorm_and_runs_in_xnnpack(report):
         for op in ("MUL", "SUB", "RSQRT", "RELU", "TRANSPOSE", "SHAPE", "STRIDED_SLICE"):
             assert op not in ops, (name, op)
         assert row["tflite_float32_undelegated_ops"] == {}, name
+
+
+# ------------------------------------------------------------------------- op profile
+
+
+def test_op_profile_in_the_report(report):
+    out, result, _ = report
+    prof = result["models"]["tiny_max"]["op_profile"]
+    assert "op_profile" not in result["models"]["tiny_plain"]
+    assert prof["seconds"] == pytest.approx(sum(g["seconds"] for g in prof["by_kind"].values()))
+    assert prof["seconds"] == pytest.approx(sum(row["seconds"] for row in prof["layers"]))
+    assert all(0 < row["seconds"] < 1 for row in prof["layers"])
+    # every multiply-accumulate of the model is in a profiled op
+    assert sum(g["macs"] for g in prof["by_kind"].values()) == result["models"]["tiny_max"]["flops"]
+    assert {"Conv2D 1x1", "MaxPooling2D", "Add"} <= set(prof["by_kind"])
+    assert "Where the TFLite float32 time goes" in (out / "results.md").read_text()
+
+
+def test_export_layers_writes_each_op_alone_with_the_models_weights(tmp_path):
+    from keras_pf.export import run_tflite, tflite_ops
+
+    model = _tiny("max")(64)
+    files = benchmark.export_layers(model, str(tmp_path))
+    names = {layer.name for layer, _ in files}
+    kinds = {type(layer).__name__ for layer, _ in files}
+    # BatchNorm is folded into its conv, ReLU fused into its conv or add, and the zero
+    # pad before the stem conv fused by XNNPACK: none of them is an op of its own
+    assert not kinds & {"BatchNormalization", "ReLU", "InputLayer"}
+    assert "conv1_pad" not in names and "conv3_block1_2_pad" in names  # pad before a pool
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert set(convs) <= names
+    expected_op = {"Conv2D": "CONV_2D", "MaxPooling2D": "MAX_POOL_2D", "Add": "ADD",
+                   "ZeroPadding2D": "PAD", "Dense": "FULLY_CONNECTED"}
+    for layer, path in files:
+        kind = type(layer).__name__
+        if kind in expected_op:  # the classifier's softmax comes with its Dense
+            assert tflite_ops(path) in ([expected_op[kind]], [expected_op[kind], "SOFTMAX"])
+    layer, path = next((l, p) for l, p in files if l.name == "conv3_block1_3_conv")
+    x = np.random.default_rng(0).normal(size=(1, *layer.input.shape[1:])).astype("float32")
+    np.testing.assert_allclose(run_tflite(path, x), np.asarray(layer(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_export_layers_handles_attention(tmp_path):
+    model = keras_pf.PFViT(embed_dim=32, depth=2, num_heads=2, input_shape=(32, 32, 3),
+                           classes=10, weights=None)
+    files = benchmark.export_layers(model, str(tmp_path))
+    kinds = {type(layer).__name__ for layer, _ in files}
+    assert {"MultiHeadAttention", "MaxPooling2D", "LayerNormalization", "Dense"} <= kinds
+    assert all(os.path.getsize(path) > 0 for _, path in files)
+
+
+def test_op_profile_argument_errors(capsys):
+    from keras_pf import cli
+
+    with pytest.raises(ValueError, match="--op-profile model 'PFViTSmall'"):
+        benchmark.benchmark_models(["ResNet50"], op_profile_models=["PFViTSmall"])
+    assert cli.main(["benchmark", "--models", "ResNet50", "--op-profile", "NoSuchNet",
+                     "--precisions", "--keras-modes"]) == 2
+    assert "NoSuchNet" in capsys.readouterr().err
