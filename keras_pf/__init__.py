@@ -2,6 +2,7 @@
 ICLR 2022) for Keras 3, with the original ImageNet checkpoints."""
 
 from keras_pf.imagenet import decode_predictions, preprocess_input
+from keras_pf.inference import fold_batchnorm
 from keras_pf.pf_pit import PFPiT, PFPiTBase, PFPiTSmall, PFPiTTiny
 from keras_pf.pf_resnet import PFResNet, PFResNet50, PFResNet50Hybrid, PFResNet50Max, PFResNet50Plain
 from keras_pf.pf_vit import PFViT, PFViTBase, PFViTSmall, PFViTTiny

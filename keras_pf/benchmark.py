@@ -25,12 +25,16 @@ import numpy as np
 
 from keras_pf import profile
 from keras_pf.files import atomic_output, write_atomic
+from keras_pf.inference import fold_batchnorm
 
 BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
                   "PFViTSmall", "PFPiTSmall")
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
-KERAS_MODES = ("compiled", "xla")
+# compiled: Keras' compiled predict step; folded: the same after `fold_batchnorm`
+# (BatchNorm folded into the convolutions, as the TFLite converter does); xla: compiled
+# with XLA.
+KERAS_MODES = ("compiled", "folded", "xla")
 REFERENCE = "ResNet50"
 
 # Reported ImageNet top-1 of the baselines (keras.applications docs; the paper's own
@@ -122,6 +126,8 @@ def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
     for mode in modes:
         calls = {}
         for name, model in models.items():
+            if mode == "folded":
+                model = fold_batchnorm(model)
             predict = profile.compiled_predict(model, jit_compile=mode == "xla")
             x = profile.random_batch(model)
             calls[name] = (lambda p, x: lambda: p(x))(predict, x)

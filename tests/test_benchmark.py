@@ -34,7 +34,7 @@ def test_writes_json_markdown_and_plot(report):
     with open(out / "results.json") as f:
         assert json.load(f) == json.loads(json.dumps(result))
     markdown = (out / "results.md").read_text()
-    for text in ("tiny_plain", "tiny_max", "TFLite int8 (ms)", "Keras xla (ms)",
+    for text in ("tiny_plain", "tiny_max", "TFLite int8 (ms)", "Keras xla (ms)", "Keras folded (ms)",
                  result["machine"]["cpu"], "(0.", "(1.00x)"):
         assert text in markdown
     with open(out / "top1_vs_latency.png", "rb") as f:
@@ -49,7 +49,7 @@ def test_figures_agree_with_profile_and_are_sane(report):
         row = result["models"][name]
         assert row["params"] == profile.count_params(model) > 0
         assert row["flops"] == profile.count_flops(model) > 0
-        assert set(row["keras"]) == {"compiled", "xla"}
+        assert set(row["keras"]) == set(benchmark.KERAS_MODES) == {"compiled", "folded", "xla"}
         assert all(0 < s < 10 for s in row["keras"].values())
         assert set(row["tflite"]) == set(benchmark.PRECISIONS)
         for precision, measured in row["tflite"].items():
