@@ -133,6 +133,20 @@ def _synchronize_batchnorm(model, synchronized):
             layer.synchronized = synchronized
 
 
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """The weights after every epoch, to `pattern.format(epoch=N)` (N from 1). Each file
+    is written whole or not at all: a run killed while saving leaves the earlier epochs'
+    files and no partial one (keras' ModelCheckpoint writes in place)."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = pattern
+
+    def on_epoch_end(self, epoch, logs=None):
+        with atomic_output(self.pattern.format(epoch=epoch + 1)) as tmp:
+            self.model.save_weights(tmp)
+
+
 def _compile(model, learning_rate, weight_decay):
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
@@ -246,9 +260,7 @@ def finetune(
     distributed = strategy.num_replicas_in_sync > 1
     if distributed:
         _synchronize_batchnorm(model, True)
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(output_dir, "checkpoints", "epoch{epoch:03d}.weights.h5"), save_weights_only=True
-    )
+    checkpoint = AtomicCheckpoint(os.path.join(output_dir, "checkpoints", "epoch{epoch:03d}.weights.h5"))
     history = {}
 
     def run_phase(first_epoch, last_epoch, learning_rate):

@@ -92,7 +92,30 @@ def test_finetune_image_folder_two_phase(shapes, tmp_path):
         assert plot.format == "PNG" and plot.size[0] > 200
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
         f"epoch{i:03d}.weights.h5" for i in range(1, 6)]
-    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+    for directory in (out, os.path.join(out, "checkpoints")):
+        assert not [name for name in os.listdir(directory) if name.startswith(".tmp_")]
+    keras.saving.load_model(result["paths"]["model"]).load_weights(
+        os.path.join(out, "checkpoints", "epoch005.weights.h5"))
+
+
+def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
+    from keras_pf.finetune import AtomicCheckpoint
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    callback = AtomicCheckpoint(str(tmp_path / "epoch{epoch:03d}.weights.h5"))
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    assert os.listdir(tmp_path) == ["epoch001.weights.h5"]
+
+    def interrupted(path):  # half a file, then the process is stopped
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF\r\n")
+        raise KeyboardInterrupt
+
+    model.save_weights = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(1)
+    assert os.listdir(tmp_path) == ["epoch001.weights.h5"]
 
 
 def test_finetune_mirrored_two_logical_cpus(shapes, tmp_path):
