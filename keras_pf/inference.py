@@ -15,10 +15,25 @@ import keras
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
+def _is_functional(model):
+    return (isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
+            and not isinstance(model, keras.Sequential))
+
+
+def _layers(model, descend=_is_functional):
+    """The layers of `model` and of the models nested in it for which `descend` holds
+    (e.g. the functional backbone of a fine-tuned model), depth first."""
+    for layer in model.layers:
+        yield layer
+        if descend(layer):
+            yield from _layers(layer, descend)
+
+
 def _folding_pairs(model):
-    """`{BatchNormalization layer: the layer it folds into}`."""
+    """`{BatchNormalization layer: the layer it folds into}`, in `model` and the
+    functional models nested in it."""
     pairs = {}
-    for bn in model.layers:
+    for bn in _layers(model):
         if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
             continue
         producer = bn._inbound_nodes[0].input_tensors[0]._keras_history.operation
@@ -58,7 +73,8 @@ def _folded_weights(layer, bn):
 
 def fold_batchnorm(model):
     """An inference copy of functional `model` with every BatchNorm that directly
-    follows a Conv2D, DepthwiseConv2D or Dense layer folded into that layer.
+    follows a Conv2D, DepthwiseConv2D or Dense layer folded into that layer, also
+    inside nested functional models (the backbone of a `keras-pf finetune` model).
 
     The copy computes the same outputs as `model(x, training=False)` (to float
     rounding) with fewer operations. It has no BatchNorm statistics left to update, so
@@ -67,14 +83,14 @@ def fold_batchnorm(model):
 
         fast = keras_pf.fold_batchnorm(keras_pf.PFResNet50(weights="imagenet"))
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_run_through_graph") \
-            or isinstance(model, keras.Sequential):
+    if not _is_functional(model):
         raise ValueError(
             "fold_batchnorm needs a functional Keras model (e.g. any keras_pf or "
             f"keras.applications model); received {type(model).__name__}."
         )
     pairs = _folding_pairs(model)
     folded_layers = {id(layer) for layer in pairs.values()}
+    folded_bns = {id(bn) for bn in pairs}
     clones = {}  # id(clone) -> original
     dropped = set()  # ids of the cloned BatchNorms that fold away
 
@@ -84,7 +100,7 @@ def fold_batchnorm(model):
             config["use_bias"] = True
         clone = layer.__class__.from_config(config)
         clones[id(clone)] = layer
-        if layer in pairs:
+        if id(layer) in folded_bns:
             dropped.add(id(clone))
         return clone
 
@@ -94,11 +110,13 @@ def fold_batchnorm(model):
         return layer(*args, **kwargs)
 
     copy = keras.models.clone_model(model, clone_function=clone_layer,
-                                    call_function=call_layer)
+                                    call_function=call_layer, recursive=True)
     bn_of = {id(layer): bn for bn, layer in pairs.items()}
-    for clone in copy.layers:
+    # Nested models are cloned whole by clone_model (Sequential ones without
+    # call_function, hence no folding there): their layers get their weights one by one.
+    for clone in _layers(copy, descend=lambda layer: isinstance(layer, keras.Model)):
         original = clones.get(id(clone))
-        if original is None:  # input layers
+        if original is None:  # input layers and nested models
             continue
         if id(original) in bn_of:
             clone.set_weights(list(_folded_weights(original, bn_of[id(original)])))

@@ -72,6 +72,30 @@ def test_only_foldable_batchnorms_are_folded():
     _assert_same_function(model, folded)
 
 
+def test_nested_backbones_fold_and_nested_sequentials_keep_their_weights():
+    # A keras-pf finetune model: the backbone is a functional model inside the model
+    from keras_pf.finetune import build_model
+
+    model, backbone = build_model("PFResNet", 3, 32, weights=None, model_args={
+        "block": "hybrid", "depths": (1, 1, 1, 1), "width_mult": 0.25})
+    _random_statistics(backbone)
+    folded = keras_pf.fold_batchnorm(model)
+    nested = [layer for layer in folded.layers if isinstance(layer, keras.Model)]
+    assert len(nested) == 1 and _batchnorms(backbone) and not _batchnorms(nested[0])
+    _assert_same_function(model, folded)
+
+    inputs = keras.Input((8, 8, 3))
+    block = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.BatchNormalization()])
+    x = keras.layers.Conv2D(5, 1)(block(inputs))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+    _random_statistics(model)
+    _random_statistics(block)
+    folded = keras_pf.fold_batchnorm(model)
+    assert len(_batchnorms(folded)) == 0 and len(_batchnorms(folded.layers[1])) == 1
+    _assert_same_function(model, folded)
+
+
 def test_the_original_is_untouched_and_the_copy_saves(tmp_path):
     model = _random_statistics(keras_pf.PFResNet(
         block="max", depths=(1, 1, 1, 1), width_mult=0.25, input_shape=(32, 32, 3),
