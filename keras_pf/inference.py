@@ -4,7 +4,7 @@
 BatchNorm right after a convolution or dense layer is folded into that layer's kernel
 and bias. At inference a BatchNorm is a per-channel scale and shift, which the backend
 otherwise runs as separate passes over every activation; folded, the network computes
-the same function with fewer passes (10-20% less latency for the ResNets on a CPU
+the same function with fewer passes (10-22% less latency for the ResNets on a CPU
 with TensorFlow).
 """
 
