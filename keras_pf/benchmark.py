@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_pf import profile
 from keras_pf.files import atomic_output, write_atomic
-from keras_pf.inference import fold_batchnorm
+from keras_pf.inference import fold_batchnorm, producer
 
 BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
@@ -279,28 +279,18 @@ def export_all(model, directory, name, precisions=PRECISIONS, calibration_images
 _CONVS = ("Conv2D", "DepthwiseConv2D")
 
 
-def _producer(layer):
-    tensor = layer._inbound_nodes[0].input_tensors[0]
-    return type(tensor._keras_history.operation).__name__
-
-
-def _consumers(layer):
-    return [type(node.operation).__name__ for node in layer._outbound_nodes]
-
-
 def _runs_as_own_op(layer):
-    import keras
-
     kind = type(layer).__name__
     if kind == "InputLayer" or not layer._inbound_nodes:
         return False
+    before = type(producer(layer)).__name__
     if kind == "BatchNormalization":
-        return _producer(layer) not in _CONVS
+        return before not in _CONVS
     relu = kind == "ReLU" or (kind == "Activation" and layer.get_config()["activation"] == "relu")
     if relu:
-        return _producer(layer) not in (*_CONVS, "BatchNormalization", "Add")
-    if isinstance(layer, keras.layers.ZeroPadding2D):
-        return not all(c in _CONVS for c in _consumers(layer))
+        return before not in (*_CONVS, "BatchNormalization", "Add")
+    if kind == "ZeroPadding2D":
+        return not all(type(node.operation).__name__ in _CONVS for node in layer._outbound_nodes)
     return True
 
 

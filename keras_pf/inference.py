@@ -29,6 +29,12 @@ def _layers(model, descend=_is_functional):
             yield from _layers(layer, descend)
 
 
+def producer(layer):
+    """The layer (operation) whose output is `layer`'s first input, in the graph of the
+    functional model `layer` belongs to."""
+    return layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+
+
 def _folding_pairs(model):
     """`{BatchNormalization layer: the layer it folds into}`, in `model` and the
     functional models nested in it."""
@@ -36,18 +42,18 @@ def _folding_pairs(model):
     for bn in _layers(model):
         if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
             continue
-        producer = bn._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        layer = producer(bn)
         rank = len(bn.input.shape)
         foldable = (
-            isinstance(producer, _FOLDABLE)
-            and len(producer._inbound_nodes) == 1  # not a shared layer
-            and len(producer._outbound_nodes) == 1  # the BatchNorm is its only consumer
-            and producer.get_config().get("activation", "linear") == "linear"
-            and producer.get_config().get("data_format", "channels_last") == "channels_last"
+            isinstance(layer, _FOLDABLE)
+            and len(layer._inbound_nodes) == 1  # not a shared layer
+            and len(layer._outbound_nodes) == 1  # the BatchNorm is its only consumer
+            and layer.get_config().get("activation", "linear") == "linear"
+            and layer.get_config().get("data_format", "channels_last") == "channels_last"
             and bn.axis in (-1, rank - 1)
         )
         if foldable:
-            pairs[bn] = producer
+            pairs[bn] = layer
     return pairs
 
 
