@@ -80,9 +80,11 @@ def test_feature_pyramid_rejects_foreign_models():
         keras_pf.feature_pyramid(model)
 
 
-def _classifier(backbone):
+def _classifier(backbone, training=False):
+    """The backbone under a 3-class head, called with `training` (None: `fit` runs it
+    in training mode)."""
     inputs = keras.Input((32, 32, 3))
-    x = backbone(inputs, training=False)
+    x = backbone(inputs, training=training)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
     model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -126,11 +128,7 @@ def test_unfrozen_backbone_trains_weights_but_not_batchnorm_statistics():
     backbone = keras_pf.set_backbone_trainable(_backbone(), True)
     stats, kernel = _snapshot(backbone)
     # Even called in training mode, a frozen BatchNorm runs in inference mode in Keras 3.
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    _fit(model)
+    _fit(_classifier(backbone, training=None))
     stats_after, kernel_after = _snapshot(backbone)
     assert not np.allclose(kernel, kernel_after)
     for before, after in zip(stats, stats_after):
@@ -141,10 +139,6 @@ def test_batchnorm_statistics_move_when_not_frozen():
     """The control for the two tests above: the same fit does move the statistics."""
     backbone = keras_pf.set_backbone_trainable(_backbone(), True, freeze_batchnorm=False)
     stats, _ = _snapshot(backbone)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    _fit(model)
+    _fit(_classifier(backbone, training=None))
     stats_after, _ = _snapshot(backbone)
     assert any(not np.allclose(b, a) for b, a in zip(stats, stats_after))
