@@ -25,7 +25,8 @@ import numpy as np
 
 from keras_pf import profile
 from keras_pf.files import atomic_output, write_atomic
-from keras_pf.inference import fold_batchnorm, producer
+from keras_pf.graph import producer
+from keras_pf.inference import fold_batchnorm
 
 BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",

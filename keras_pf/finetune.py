@@ -36,6 +36,7 @@ import keras
 
 from keras_pf import MODELS, PFPiT, PFResNet, PFViT
 from keras_pf.files import atomic_output, write_atomic
+from keras_pf.graph import nested_layers
 from keras_pf.transfer import set_backbone_trainable
 
 # Generic builders, usable with `model_args` (e.g. a reduced-width ResNet for tests).
@@ -126,10 +127,8 @@ def _synchronize_batchnorm(model, synchronized):
     copies drift apart and the saved model keeps only the first. Synchronized
     BatchNorm uses the global batch's statistics: identical updates everywhere, and
     the same statistics as one device with the same global batch."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            _synchronize_batchnorm(layer, synchronized)
-        elif isinstance(layer, keras.layers.BatchNormalization):
+    for layer in nested_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = synchronized
 
 

@@ -12,34 +12,16 @@ import numpy as np
 
 import keras
 
+from keras_pf.graph import is_functional, nested_layers, producer
+
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-
-
-def _is_functional(model):
-    return (isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
-            and not isinstance(model, keras.Sequential))
-
-
-def _layers(model, descend=_is_functional):
-    """The layers of `model` and of the models nested in it for which `descend` holds
-    (e.g. the functional backbone of a fine-tuned model), depth first."""
-    for layer in model.layers:
-        yield layer
-        if descend(layer):
-            yield from _layers(layer, descend)
-
-
-def producer(layer):
-    """The layer (operation) whose output is `layer`'s first input, in the graph of the
-    functional model `layer` belongs to."""
-    return layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
 
 
 def _folding_pairs(model):
     """`{BatchNormalization layer: the layer it folds into}`, in `model` and the
     functional models nested in it."""
     pairs = {}
-    for bn in _layers(model):
+    for bn in nested_layers(model, descend=is_functional):
         if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
             continue
         layer = producer(bn)
@@ -89,7 +71,7 @@ def fold_batchnorm(model):
 
         fast = keras_pf.fold_batchnorm(keras_pf.PFResNet50(weights="imagenet"))
     """
-    if not _is_functional(model):
+    if not is_functional(model):
         raise ValueError(
             "fold_batchnorm needs a functional Keras model (e.g. any keras_pf or "
             f"keras.applications model); received {type(model).__name__}."
@@ -120,7 +102,7 @@ def fold_batchnorm(model):
     bn_of = {id(layer): bn for bn, layer in pairs.items()}
     # Nested models are cloned whole by clone_model (Sequential ones without
     # call_function, hence no folding there): their layers get their weights one by one.
-    for clone in _layers(copy, descend=lambda layer: isinstance(layer, keras.Model)):
+    for clone in nested_layers(copy):
         original = clones.get(id(clone))
         if original is None:  # input layers and nested models
             continue

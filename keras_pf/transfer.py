@@ -32,6 +32,8 @@ import re
 
 import keras
 
+from keras_pf.graph import nested_layers
+
 _RESNET_OUT = re.compile(r"^conv(\d+)_block(\d+)_out$")
 _PIT_OUT = re.compile(r"^stage(\d+)_block(\d+)_out$")
 _VIT_OUT = re.compile(r"^block(\d+)_out$")
@@ -97,7 +99,7 @@ def set_backbone_trainable(model, trainable, freeze_batchnorm=True):
     """
     model.trainable = trainable
     if trainable and freeze_batchnorm:
-        for layer in _all_layers(model):
+        for layer in nested_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return model
@@ -108,9 +110,3 @@ def freeze_backbone(model):
     `model` changes in `fit` (the Keras transfer-learning guide's first phase)."""
     return set_backbone_trainable(model, False)
 
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
