@@ -70,11 +70,9 @@ def download_url(url, output, expected_sha256=None, progress=True):
     """Download `url` to `output` (written atomically), checking its length and sha256."""
     from tqdm import tqdm
 
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".part")
-    try:
+    with atomic_output(output) as tmp:
         try:
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
+            with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
                 total = response.headers.get("Content-Length")
                 total = int(total) if total else None
                 received = 0
@@ -102,10 +100,6 @@ def download_url(url, output, expected_sha256=None, progress=True):
             reason = getattr(error, "reason", error)
             raise WeightsDownloadError(f"{url}: cannot connect ({reason})") from error
         _check_payload(tmp, expected_sha256, url)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return output
 
 
