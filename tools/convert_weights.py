@@ -19,11 +19,12 @@ import sys
 
 def match_checkpoint(filename, table):
     """`(weights_id, tag)` whose checkpoint `filename` is, or None."""
+    from keras_pf.weights.download import gdrive_id
+
     stem = os.path.basename(filename).split(".")[0]
     for weights_id, entry in table.items():
         for tag, info in entry["tags"].items():
-            source = info["source"]
-            drive_id = source[len("gdrive:"):] if source.startswith("gdrive:") else None
+            drive_id = gdrive_id(info["source"])
             if stem == f"{weights_id}_{tag}" or (drive_id and drive_id in filename):
                 return weights_id, tag
     return None

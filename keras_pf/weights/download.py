@@ -35,11 +35,15 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def gdrive_id(source):
+    """The Google Drive file id of a registry `source` `gdrive:<id>`; None for a URL."""
+    return source[len("gdrive:"):] if source.startswith("gdrive:") else None
+
+
 def source_url(source):
     """A human-usable URL of a registry `source` (`gdrive:<id>` or a URL)."""
-    if source.startswith("gdrive:"):
-        return f"https://drive.google.com/uc?id={source[len('gdrive:'):]}"
-    return source
+    drive_id = gdrive_id(source)
+    return f"https://drive.google.com/uc?id={drive_id}" if drive_id else source
 
 
 def mirror_url(info):
@@ -127,8 +131,9 @@ def download_gdrive(file_id, output, expected_sha256=None, progress=True):
 
 def download_source(source, output, expected_sha256=None, progress=True):
     """Download a registry `source` (`gdrive:<id>` or an http(s) URL) to `output`."""
-    if source.startswith("gdrive:"):
-        return download_gdrive(source[len("gdrive:"):], output, expected_sha256, progress)
+    drive_id = gdrive_id(source)
+    if drive_id:
+        return download_gdrive(drive_id, output, expected_sha256, progress)
     if source.startswith(("http://", "https://", "file://")):
         return download_url(source, output, expected_sha256, progress)
     raise ValueError(f"unsupported weights source {source!r} (expected gdrive:<id> or a URL)")
@@ -194,7 +199,7 @@ def manual_steps(weights_id, tag, failures=()):
     lines += [
         "To install them by hand:",
         f"  1. download the original checkpoint {source_url(info['source'])}"
-        + (" (in a browser, if Drive asks to confirm)" if info["source"].startswith("gdrive:") else ""),
+        + (" (in a browser, if Drive asks to confirm)" if gdrive_id(info["source"]) else ""),
         f"  2. keras-pf weights import PATH --model {weights_id} --tag {tag}",
         "     (or pass weights=PATH to the constructor: a .pth is converted on the fly)",
         f"The converted file is cached as {registry.weights_path(weights_id, tag)}.",
