@@ -87,7 +87,7 @@ def _parse_tfds_source(source):
 
 
 def _tfds_images(source, default_splits, data_dir, manual_dir, shuffle_files):
-    """`(dataset of (uint8 HWC3 image, label), class_names, num_examples)` from tfds."""
+    """`(dataset of (uint8 HWC3 image, label), class_names)` from tfds."""
     import tensorflow_datasets as tfds
 
     name, split = _parse_tfds_source(source)
@@ -109,10 +109,6 @@ def _tfds_images(source, default_splits, data_dir, manual_dir, shuffle_files):
         raise ValueError(f"tfds dataset {name} needs 'image' and 'label' features.")
     class_names = list(info.features["label"].names)
     dataset = builder.as_dataset(split=split, shuffle_files=shuffle_files)
-    try:
-        num_examples = info.splits[split].num_examples
-    except (KeyError, ValueError):
-        num_examples = None
 
     def to_rgb(example):
         image = example["image"]
@@ -121,11 +117,11 @@ def _tfds_images(source, default_splits, data_dir, manual_dir, shuffle_files):
             image = tf.image.grayscale_to_rgb(image)
         return tf.cast(image, tf.uint8), example["label"]
 
-    return dataset.map(to_rgb, num_parallel_calls=AUTOTUNE), class_names, num_examples
+    return dataset.map(to_rgb, num_parallel_calls=AUTOTUNE), class_names
 
 
 def source_images(source, training, data_dir=None, manual_dir=None, shuffle_seed=None):
-    """`(dataset of (uint8 HWC image, int32 label), class_names, num_examples)`, unbatched.
+    """`(dataset of (uint8 HWC image, int32 label), class_names)`, unbatched.
 
     Training datasets are shuffled (file order, before decoding, so that the shuffle
     buffer holds file names, not images).
@@ -133,20 +129,19 @@ def source_images(source, training, data_dir=None, manual_dir=None, shuffle_seed
     source = os.fspath(source)
     if source.startswith("tfds:"):
         splits = ("train",) if training else ("validation", "test")
-        dataset, class_names, num_examples = _tfds_images(
+        dataset, class_names = _tfds_images(
             source, splits, data_dir, manual_dir, shuffle_files=training
         )
         if training:
             dataset = dataset.shuffle(4096, seed=shuffle_seed)
     else:
         paths, labels, class_names = image_folder_files(source)
-        num_examples = len(paths)
         dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
         if training:
             dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
         dataset = dataset.map(_decode_file, num_parallel_calls=AUTOTUNE)
     dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
-    return dataset, class_names, num_examples
+    return dataset, class_names
 
 
 def eval_transform(image, image_size=224, crop_ratio=0.875, interpolation="bilinear"):
@@ -222,7 +217,7 @@ def eval_dataset(
     _check_interpolation(interpolation)
     if not 0 < crop_ratio <= 1:
         raise ValueError(f"crop_ratio must be in (0, 1]; received {crop_ratio}.")
-    dataset, class_names, _ = source_images(source, training=False, data_dir=data_dir, manual_dir=manual_dir)
+    dataset, class_names = source_images(source, training=False, data_dir=data_dir, manual_dir=manual_dir)
     dataset = dataset.map(
         lambda image, label: (eval_transform(image, image_size, crop_ratio, interpolation), label),
         num_parallel_calls=AUTOTUNE,
@@ -253,7 +248,7 @@ def train_dataset(
     with `steps_per_epoch`).
     """
     _check_interpolation(interpolation)
-    dataset, class_names, _ = source_images(
+    dataset, class_names = source_images(
         source, training=True, data_dir=data_dir, manual_dir=manual_dir, shuffle_seed=seed
     )
     dataset = dataset.map(
