@@ -12,6 +12,7 @@ tfmot is imported here only, lazily: importing it sets TF_USE_LEGACY_KERAS=1 for
 process, which this module undoes, so `import keras_pf` never changes the user's Keras.
 """
 
+import functools
 import inspect
 import os
 
@@ -40,8 +41,10 @@ def _import_tfmot():
     return _tfmot
 
 
+@functools.cache
 def _position_embedding_class(tf_keras):
-    """The tf_keras twin of `keras_pf.layers.PositionEmbedding` (float under QAT)."""
+    """The tf_keras twin of `keras_pf.layers.PositionEmbedding` (float under QAT); one
+    class, so that the model built with it and tfmot's quantize scope name the same."""
 
     class PositionEmbedding(tf_keras.layers.Layer):
         def build(self, input_shape):
@@ -141,8 +144,7 @@ def quantize_aware(model):
     annotated = tf_keras.models.clone_model(float_model, clone_function=annotate)
     annotated.set_weights(float_model.get_weights())
     with tfmot.quantization.keras.quantize_scope(
-            {"PositionEmbedding": type(float_model.get_layer("pos_embed"))}
-            if "pos_embed" in [layer.name for layer in float_model.layers] else {}):
+            {"PositionEmbedding": _position_embedding_class(tf_keras)}):
         qat_model = tfmot.quantization.keras.quantize_apply(annotated)
     qat_model.float_layers = float_layers
     return qat_model
