@@ -1,6 +1,6 @@
 """The `keras-pf` command. Each subcommand lives in the module that owns its concern;
-that module defines `add_arguments(parser)` and `run(args)`, and is imported only when
-its subcommand runs, so `keras-pf --help` stays fast."""
+that module defines `add_<command>_arguments(parser)` and `run_<command>(args)`, and is
+imported only when its subcommand runs, so `keras-pf --help` stays fast."""
 
 import argparse
 import importlib
@@ -28,10 +28,9 @@ def main(argv=None):
     known, _ = parser.parse_known_args(argv[:1] or ["--help"])
     module = importlib.import_module(COMMANDS[known.command][0])
     sub = subparsers.choices[known.command]
-    add = getattr(module, f"add_{known.command}_arguments", None) or module.add_arguments
-    add(sub)
+    getattr(module, f"add_{known.command}_arguments")(sub)
     args = parser.parse_args(argv)
-    run = getattr(module, f"run_{known.command}", None) or module.run
+    run = getattr(module, f"run_{known.command}")
     try:
         return run(args) or 0
     except (ValueError, OSError) as error:  # user-facing failures: message, no traceback

@@ -8,7 +8,7 @@ sample image, and prints parameters, FLOPs and latency beside keras.applications
 import numpy as np
 
 
-def add_arguments(parser):
+def add_demo_arguments(parser):
     parser.add_argument("--image", help="an image file to classify instead of the generated sample")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model (median)")
 
@@ -33,7 +33,7 @@ def load_image(path, size=224):
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def run(args):
+def run_demo(args):
     import keras
 
     import keras_pf
