@@ -457,7 +457,7 @@ def run_export(args):
                                           args.include_preprocessing, args.num_calibration)
         print(f"calibration/check images: {note}")
     path = export_tflite(model, args.output, args.precision,
-                         calibration=images if images is not None else None,
+                         calibration=images,
                          include_preprocessing=args.include_preprocessing,
                          num_calibration=args.num_calibration, input_dtype=input_dtype)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
