@@ -182,7 +182,7 @@ def test_html_page_instead_of_the_checkpoint_is_said_plainly(server, cache):
 
 
 def _converted_bytes(tmp_path):
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
 
     path = tmp_path / "converted.weights.h5"
     save_converted(build_case_model(), str(ParityCase(CASE).checkpoint), str(path))

@@ -192,7 +192,7 @@ def test_table_source_round_trips(registry, tmp_path):
 
 
 def test_convert_weights_tool_converts_a_folder_and_records_size_and_sha256(registry, tmp_path):
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
 
     tool = load_tool("convert_weights")
     registry.register_weights("test_conv", "tiny", "gdrive:DRIVEID123", model=ParityCase(CASE).build)
@@ -228,7 +228,7 @@ def test_cli_list_shows_every_checkpoint(registry, capsys):
 @pytest.mark.parametrize("case", ["vit_max_64", "pit_max_64"])
 def test_conversion_is_byte_reproducible_within_a_process(case, tmp_path):
     """Auto-numbered layer names (attention's softmax/dropout) must not leak into the file."""
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
 
     parity = ParityCase(case)
     digests = set()

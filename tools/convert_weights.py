@@ -34,7 +34,7 @@ def convert_folder(folder, output_dir, progress=print):
     """Convert every recognized checkpoint of `folder` into `output_dir`; update the
     in-memory registry. Returns `[(weights_id, tag, output path)]` and unmatched names."""
     from keras_pf.weights import TORCH_SUFFIXES, registry
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
     from keras_pf.weights.download import sha256_of
 
     if not os.path.isdir(folder):

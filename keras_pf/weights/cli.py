@@ -1,10 +1,8 @@
 """`keras-pf convert`: an original checkpoint to a Keras weights file."""
 
-import collections
 import os
-import re
 
-from keras_pf.files import atomic_output
+from keras_pf.weights.convert import save_converted
 
 
 def add_convert_arguments(parser):
@@ -27,31 +25,6 @@ def convert_checkpoint(model_name, checkpoint, output, input_size=224):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     model = keras_pf.MODELS[model_name](weights=None, input_shape=(input_size, input_size, 3))
     return save_converted(model, checkpoint, output)
-
-
-def save_converted(model, checkpoint, output):
-    """Load the original `checkpoint` into the built `model`, write `output` atomically."""
-    from keras_pf.weights.convert import load_torch_weights
-
-    load_torch_weights(model, checkpoint)
-    _renumber_auto_names(model)
-    with atomic_output(output) as tmp:
-        model.save_weights(tmp, overwrite=True)
-    return model
-
-
-def _renumber_auto_names(model):
-    """Keras writes every layer's name into the weights file, and unnamed layers (the
-    input, MultiHeadAttention's inner softmax and dropout) are numbered per process
-    (`softmax_7`). Numbering them as a fresh process would keeps the converted file's
-    bytes, hence its sha256, reproducible: converting the same original anywhere gives
-    the published file. Only names change; no weight is touched."""
-    seen = collections.Counter()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
-        if re.fullmatch(re.escape(base) + r"(_\d+)?", layer.name):
-            layer.name = base if not seen[base] else f"{base}_{seen[base]}"
-            seen[base] += 1
 
 
 def run_convert(args):

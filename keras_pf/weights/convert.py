@@ -3,13 +3,16 @@
 Every original tensor goes to exactly one Keras variable, transposed to Keras' layout
 and shape-checked; every Keras variable must be set. Anything else raises
 `WeightMappingError` naming the key, both shapes and the model. The family (ResNet,
-ViT, PiT) is recognized from the state dict's own keys.
+ViT, PiT) is recognized from the state dict's own keys. `save_converted` writes the
+converted weights file (for `keras-pf convert`, the download cache and the tools).
 """
 
+import collections
 import re
 
 import numpy as np
 
+from keras_pf.files import atomic_output
 from keras_pf.layers import resize_grid
 from keras_pf.weights.torch_reader import load_state_dict
 
@@ -243,3 +246,26 @@ def load_torch_weights(model, checkpoint):
     for variable in model.weights:
         variable.assign(values[variable.path])
     return model
+
+
+def save_converted(model, checkpoint, output):
+    """Load the original `checkpoint` into the built `model`, write `output` atomically."""
+    load_torch_weights(model, checkpoint)
+    _renumber_auto_names(model)
+    with atomic_output(output) as tmp:
+        model.save_weights(tmp, overwrite=True)
+    return model
+
+
+def _renumber_auto_names(model):
+    """Keras writes every layer's name into the weights file, and unnamed layers (the
+    input, MultiHeadAttention's inner softmax and dropout) are numbered per process
+    (`softmax_7`). Numbering them as a fresh process would keeps the converted file's
+    bytes, hence its sha256, reproducible: converting the same original anywhere gives
+    the published file. Only names change; no weight is touched."""
+    seen = collections.Counter()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+        if re.fullmatch(re.escape(base) + r"(_\d+)?", layer.name):
+            layer.name = base if not seen[base] else f"{base}_{seen[base]}"
+            seen[base] += 1

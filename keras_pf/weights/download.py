@@ -175,7 +175,7 @@ def fetch(weights_id, tag, progress=True):
 
 
 def _download_and_convert(weights_id, info, path, progress):
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
 
     directory = os.path.dirname(path)
     fd, original = tempfile.mkstemp(dir=directory, prefix=".original-", suffix=".pth")
@@ -212,7 +212,7 @@ def import_file(path, weights_id, tag, progress=False):
     as `weights_id`/`tag`; an original is converted, a converted file is checked against
     the registry's sha256 and by loading it. Returns the cached path."""
     from keras_pf.weights import TORCH_SUFFIXES, load_keras_weights
-    from keras_pf.weights.cli import save_converted
+    from keras_pf.weights.convert import save_converted
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
