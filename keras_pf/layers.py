@@ -1,8 +1,9 @@
 """The layers of keras_pf that Keras does not have, and the resize they rely on.
 
 Everything parameter-free in these networks is a built-in Keras layer (max-pool, average
-pool, GELU); the only custom layer is the learned position embedding of ViT/PiT, which
-must resize itself when weights trained at one input size are loaded at another.
+pool, GELU). Two custom layers: the learned position embedding of ViT/PiT, which must
+resize itself when weights trained at one input size are loaded at another, and a
+LayerNormalization whose exported graph the phone GPU delegate accepts.
 """
 
 import numpy as np
@@ -84,3 +85,36 @@ class PositionEmbedding(keras.layers.Layer):
                 f"be loaded into {target}: the channel count differs."
             )
         self.embedding.assign(resize_grid(value, target[1:3]))
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class BroadcastSafeLayerNormalization(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` (same arguments, weights `gamma`/`beta`, results
+    within float rounding) computed as `(x - mean) * rsqrt(var + eps) * gamma + beta`.
+
+    Keras folds gamma into the per-token scale first (`rsqrt(var + eps) * gamma`, a
+    `(..., 1) x (C,)` product) and multiplies `-mean` by that scale, so the TFLite graph
+    has MULs where neither operand covers the other, or where the smaller one comes
+    first. TFLite's GPU delegate rejects the former ("MUL requires one tensor that not
+    less than second in all dimensions") and so runs every LayerNorm on the CPU. Here
+    each elementwise op takes the full `(..., C)` tensor as its first operand.
+    """
+
+    def call(self, inputs):
+        if self.rms_scaling:  # x * rsqrt(mean(x^2)) * gamma: already full tensor first
+            return super().call(inputs)
+        # at least float32, as Keras does for float16/bfloat16 inputs
+        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, dtype)
+        centered = x - ops.mean(x, axis=self.axis, keepdims=True)
+        variance = ops.mean(ops.square(centered), axis=self.axis, keepdims=True)
+        x = centered * ops.rsqrt(variance + self.epsilon)
+        # gamma/beta at the input's rank (1 on the axes not normalized), second operand
+        shape = [1] * len(inputs.shape)
+        for dim in self.axis:
+            shape[dim] = inputs.shape[dim]
+        if self.gamma is not None:
+            x = x * ops.reshape(ops.cast(self.gamma, dtype), shape)
+        if self.beta is not None:
+            x = x + ops.reshape(ops.cast(self.beta, dtype), shape)
+        return ops.cast(x, self.compute_dtype)

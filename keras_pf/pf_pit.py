@@ -1,12 +1,13 @@
 """PiT (pooling-based ViT) with every second self-attention of each stage replaced by a
 max-pool token mixer (PiT-max). Same blocks as `pf_vit`; between stages a stride-2
-depthwise 3x3 convolution with channel multiplier 2 halves the grid and doubles the width.
+3x3 convolution with two filters per input channel (groups = channels) halves the grid
+and doubles the width.
 """
 
 from keras import layers
 
 from keras_pf import application
-from keras_pf.layers import PositionEmbedding
+from keras_pf.layers import BroadcastSafeLayerNormalization, PositionEmbedding
 from keras_pf.pf_vit import LN_EPSILON, transformer_block
 
 
@@ -40,7 +41,7 @@ def PFPiT(
         )
     dims = [b * h for b, h in zip(base_dims, heads)]
     for prev, nxt in zip(dims, dims[1:]):
-        if nxt != 2 * prev:  # the pooling conv is a depthwise conv with multiplier 2
+        if nxt != 2 * prev:  # the pooling conv has two filters per input channel
             raise ValueError(f"each stage must be twice as wide as the one before; widths {dims}")
     application.validate_arguments(weights, include_top, classes, pooling)
     img_input = application.image_input(input_tensor, input_shape, weights, include_top,
@@ -51,11 +52,16 @@ def PFPiT(
     for s, (depth, num_heads) in enumerate(zip(depths, heads)):
         if s > 0:
             x = layers.ZeroPadding2D(1, name=f"stage{s - 1}_pool_pad")(x)
-            x = layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2,
-                                       name=f"stage{s - 1}_pool")(x)
+            # The original's Conv2d(C, 2C, groups=C), as a grouped Conv2D: TFLite's
+            # CONV_2D with 1-channel filter groups runs on XNNPACK and is accepted by the
+            # GPU delegate, whose DEPTHWISE_CONV_2D takes depth multiplier 1 only. (Tiling
+            # the channels for a multiplier-1 depthwise conv adds a 5-D TILE that XNNPACK
+            # does not run.) Same weights and MACs as the depthwise form.
+            x = layers.Conv2D(2 * x.shape[-1], 3, strides=2, groups=x.shape[-1],
+                              name=f"stage{s - 1}_pool")(x)
         for i in range(depth):
             x = transformer_block(x, num_heads, mlp_ratio, i % 2 == 0, f"stage{s}_block{i}")
-    x = layers.LayerNormalization(epsilon=LN_EPSILON, name="norm")(x)
+    x = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name="norm")(x)
     x = application.head(x, include_top, pooling, classes, classifier_activation, weights)
     return application.finish(img_input, input_tensor, x, name, weights, weights_id)
 

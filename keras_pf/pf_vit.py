@@ -8,7 +8,7 @@ attention flattens it to a sequence. There is no class token; the head averages 
 from keras import layers
 
 from keras_pf import application
-from keras_pf.layers import PositionEmbedding
+from keras_pf.layers import BroadcastSafeLayerNormalization, PositionEmbedding
 
 LN_EPSILON = 1e-6
 
@@ -36,10 +36,10 @@ def max_pool_mixer(x, name):
 def transformer_block(x, num_heads, mlp_ratio, use_attention, name):
     """Pre-norm block: `x + mixer(norm1(x))`, then `x + mlp(norm2(x))`."""
     c = x.shape[-1]
-    y = layers.LayerNormalization(epsilon=LN_EPSILON, name=name + "_norm1")(x)
+    y = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name=name + "_norm1")(x)
     y = attention(y, num_heads, name) if use_attention else max_pool_mixer(y, name)
     x = layers.Add(name=name + "_add1")([x, y])
-    y = layers.LayerNormalization(epsilon=LN_EPSILON, name=name + "_norm2")(x)
+    y = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name=name + "_norm2")(x)
     y = layers.Dense(int(c * mlp_ratio), name=name + "_mlp_fc1")(y)
     y = layers.Activation("gelu", name=name + "_mlp_gelu")(y)
     y = layers.Dense(c, name=name + "_mlp_fc2")(y)
@@ -78,7 +78,7 @@ def PFViT(
     x = PositionEmbedding(name="pos_embed")(x)
     for i in range(depth):
         x = transformer_block(x, num_heads, mlp_ratio, i % 2 == 0, f"block{i}")
-    x = layers.LayerNormalization(epsilon=LN_EPSILON, name="norm")(x)
+    x = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name="norm")(x)
     x = application.head(x, include_top, pooling, classes, classifier_activation, weights)
     return application.finish(img_input, input_tensor, x, name, weights, weights_id)
 

@@ -171,7 +171,7 @@ def test_export_layers_handles_attention(tmp_path):
                            classes=10, weights=None)
     files = benchmark.export_layers(model, str(tmp_path))
     kinds = {type(layer).__name__ for layer, _ in files}
-    assert {"MultiHeadAttention", "MaxPooling2D", "LayerNormalization", "Dense"} <= kinds
+    assert {"MultiHeadAttention", "MaxPooling2D", "BroadcastSafeLayerNormalization", "Dense"} <= kinds
     assert all(os.path.getsize(path) > 0 for _, path in files)
 
 

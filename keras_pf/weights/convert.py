@@ -68,7 +68,9 @@ def _transformer_layer(key):
         return (*simple[prefix], slot)
     m = re.fullmatch(r"pools\.(\d+)\.conv", prefix)
     if m:
-        return f"stage{m[1]}_pool", "depthwise", slot
+        # Conv2d(C, 2C, groups=C): a grouped Keras Conv2D of the same (out, in/groups,
+        # kh, kw) weight, so the plain convolution layout applies
+        return f"stage{m[1]}_pool", "conv", slot
     m = re.fullmatch(r"(?:transformers\.(\d+)\.)?blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)",
                      prefix)
     if not m:
@@ -156,20 +158,6 @@ def torch_to_keras(model, state_dict, source="checkpoint"):
         if kind == "conv":
             put(layer.kernel if slot == "weight" else layer.bias,
                 _conv(value) if slot == "weight" else value, key)
-        elif kind == "depthwise":
-            if slot == "weight":
-                kh, kw, c, m = layer.kernel.shape
-                if value.shape[0] != c * m:
-                    raise WeightMappingError(
-                        f"Model '{model.name}': {source} key `{key}` has shape "
-                        f"{tuple(value.shape)}, but `{layer.kernel.path}` has shape "
-                        f"{tuple(layer.kernel.shape)}."
-                    )
-                # (C*m, 1, kh, kw) -> (C, m, kh, kw) -> (kh, kw, C, m)
-                put(layer.kernel,
-                    value.reshape(c, m, *value.shape[2:]).transpose(2, 3, 0, 1), key)
-            else:
-                put(layer.bias, value, key)
         elif kind == "bn":
             put(getattr(layer, _BN_SLOTS[slot]), value, key)
         elif kind == "ln":
