@@ -56,7 +56,8 @@ def PFPiT(
             # CONV_2D with 1-channel filter groups runs on XNNPACK and is accepted by the
             # GPU delegate, whose DEPTHWISE_CONV_2D takes depth multiplier 1 only. (Tiling
             # the channels for a multiplier-1 depthwise conv adds a 5-D TILE that XNNPACK
-            # does not run.) Same weights and MACs as the depthwise form.
+            # does not run.) Same weights and MACs as the depthwise form. The GPU delegate
+            # runs groups of 1 input channel as one convolution per group.
             x = layers.Conv2D(2 * x.shape[-1], 3, strides=2, groups=x.shape[-1],
                               name=f"stage{s - 1}_pool")(x)
         for i in range(depth):
