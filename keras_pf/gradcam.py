@@ -101,6 +101,9 @@ def gradcam(model, image, class_index=None, layer_name=None):
         features, scores = score(tf.constant(image))
         if class_index is None:
             class_index = int(tf.argmax(scores[0]))
+        if not 0 <= class_index < scores.shape[-1]:
+            raise ValueError(f"class_index {class_index} is out of range: the model has "
+                             f"{scores.shape[-1]} classes.")
         score = scores[:, class_index]
     if len(features.shape) != 4:
         raise ValueError(f"Layer {layer_name!r} is not a 4D feature map (shape {features.shape}).")
@@ -123,16 +126,18 @@ def overlay(image, heatmap, alpha=0.45, colormap="jet"):
 
 
 def add_gradcam_arguments(parser):
-    from keras_pf import MODELS
+    from keras_pf.cli import non_negative_int, unit_interval
 
-    parser.add_argument("model", help=f"model name ({', '.join(MODELS)}) or a saved .keras classifier")
+    parser.add_argument("model", help="model name (a keras_pf constructor, e.g. PFResNet50) or a saved .keras classifier")
     parser.add_argument("image", help="image file (jpg, png, ...)")
     parser.add_argument("-o", "--output", required=True, help="output PNG")
     parser.add_argument("--weights", default="imagenet",
                         help="weights tag or path for a named model, or 'none' (default imagenet)")
-    parser.add_argument("--class-index", type=int, default=None, help="class to explain (default: top-1)")
+    parser.add_argument("--class-index", type=non_negative_int, default=None,
+                        help="class to explain (default: top-1)")
     parser.add_argument("--layer", default=None, help="feature layer (default: the last stage's output)")
-    parser.add_argument("--crop-ratio", type=float, default=0.875, help="center crop as in evaluation")
+    parser.add_argument("--crop-ratio", type=unit_interval, default=0.875,
+                        help="center crop as in evaluation, in (0, 1]")
 
 
 def _load_model(name, weights):
@@ -148,20 +153,20 @@ def _load_model(name, weights):
 def run_gradcam(args):
     from PIL import Image
 
-    from keras_pf.data import eval_transform
+    from keras_pf.data import eval_transform, read_image
     from keras_pf.imagenet import preprocess_input
 
     if not args.output.lower().endswith(".png"):
         raise ValueError(f"--output must be a .png file; received {args.output!r}.")
+    pixels = read_image(args.image)  # before the model: a bad image fails fast
     model = _load_model(args.model, args.weights)
     height, width = model.input_shape[1:3]
     if height is None or width is None:
         raise ValueError("gradcam needs a model with a fixed input size.")
-    try:
-        with Image.open(args.image) as file:
-            pixels = np.asarray(file.convert("RGB"))
-    except OSError as error:
-        raise ValueError(f"Cannot read image {args.image!r}: {error}") from error
+    classes = model.output_shape[-1]
+    if args.class_index is not None and args.class_index >= classes:
+        raise ValueError(f"--class-index {args.class_index} is out of range: the model has "
+                         f"{classes} classes (0 to {classes - 1}).")
     crop = eval_transform(pixels, (height, width), args.crop_ratio).numpy()
     heatmap, class_index = gradcam(model, preprocess_input(crop), args.class_index, args.layer)
     label = str(class_index)
