@@ -140,14 +140,20 @@ def add_gradcam_arguments(parser):
                         help="center crop as in evaluation, in (0, 1]")
 
 
+def _check_model_name(name):
+    from keras_pf import MODELS
+
+    if name not in MODELS and not (name.endswith(".keras") and os.path.exists(name)):
+        raise ValueError(f"Unknown model {name!r}: use one of {', '.join(MODELS)} or a .keras file.")
+
+
 def _load_model(name, weights):
     from keras_pf import MODELS
 
+    _check_model_name(name)
     if name in MODELS:
         return MODELS[name](weights=None if str(weights).lower() == "none" else weights)
-    if name.endswith(".keras") and os.path.exists(name):
-        return keras.saving.load_model(name)
-    raise ValueError(f"Unknown model {name!r}: use one of {', '.join(MODELS)} or a .keras file.")
+    return keras.saving.load_model(name)
 
 
 def run_gradcam(args):
@@ -158,7 +164,8 @@ def run_gradcam(args):
 
     if not args.output.lower().endswith(".png"):
         raise ValueError(f"--output must be a .png file; received {args.output!r}.")
-    pixels = read_image(args.image)  # before the model: a bad image fails fast
+    _check_model_name(args.model)
+    pixels = read_image(args.image)  # before the model is built: a bad image fails fast
     model = _load_model(args.model, args.weights)
     height, width = model.input_shape[1:3]
     if height is None or width is None:
