@@ -8,26 +8,34 @@ module. `keras-pf gradcam MODEL IMAGE -o out.png` overlays the map on the image.
 
 import os
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_pf.files import atomic_output
-from keras_pf.transfer import feature_layers
+
+# Keras and TensorFlow are imported inside the functions, so that `keras-pf gradcam
+# --help` (which imports this module for its arguments) does not load them.
 
 
 def _is_softmax_dense(layer):
+    import keras
+
     return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
 
 
 def _logits(layer, x):
     """The pre-softmax output of a softmax Dense layer: softmax saturates gradients."""
+    import keras
+
     x = keras.ops.matmul(x, layer.kernel)
     return x + layer.bias if layer.use_bias else x
 
 
 def _nested_backbone(model):
     """The keras_pf backbone nested in `model` (e.g. a `keras_pf.finetune` model)."""
+    import keras
+
+    from keras_pf.transfer import feature_layers
+
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             try:
@@ -45,6 +53,10 @@ def _scorer(model, layer_name):
     model holding a keras_pf backbone as a nested layer (`keras_pf.finetune`) runs the
     backbone to (feature map, output), then its head layers in order up to "logits".
     """
+    import keras
+
+    from keras_pf.transfer import feature_layers
+
     names = {layer.name for layer in model.layers}
     backbone = None if layer_name in names else _nested_backbone(model)
     if backbone is None:
@@ -91,6 +103,8 @@ def gradcam(model, image, class_index=None, layer_name=None):
         `(heatmap, class_index)`: float32 `(h, w)` map in [0, 1] at the feature map's
         resolution (all zeros if no location raises the class score).
     """
+    import tensorflow as tf
+
     image = np.asarray(image, np.float32)
     if image.ndim == 3:
         image = image[None]
@@ -117,6 +131,8 @@ def gradcam(model, image, class_index=None, layer_name=None):
 
 def overlay(image, heatmap, alpha=0.45, colormap="jet"):
     """uint8 RGB: `heatmap` resized (bilinear) to `image` and blended over it."""
+    import tensorflow as tf
+
     import matplotlib
 
     image = np.asarray(image, np.float32)
@@ -149,6 +165,8 @@ def _check_model_name(name):
 
 def _load_model(name, weights):
     from keras_pf import MODELS
+
+    import keras
 
     _check_model_name(name)
     if name in MODELS:

@@ -81,6 +81,13 @@ def test_demo_runs_must_be_positive(capsys):
     assert_one_line_usage_error(capsys, ["demo", "--runs", "-1"], "--runs")
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--runs", "0"], "--runs"), (["--threads", "-2"], "--threads"), (["--image-size", "abc"], "--image-size"),
+])
+def test_benchmark_arguments_are_checked_by_the_parser(capsys, argv, needle):
+    assert_one_line_usage_error(capsys, ["benchmark", *argv], needle)
+
+
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory):
     import keras_pf
@@ -297,7 +304,8 @@ def test_tfds_source_through_the_real_builder_offline(tmp_path, monkeypatch):
 
 # --- the command line ------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv", [["--help"], ["weights", "--help"], ["demo", "--help"], ["convert", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["weights", "--help"], ["demo", "--help"], ["convert", "--help"],
+                                  ["gradcam", "--help"], ["benchmark", "--help"]])
 def test_help_does_not_import_tensorflow(argv):
     script = textwrap.dedent(f"""
         import sys
