@@ -80,6 +80,13 @@ def probability(text):
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # --- quiet TensorFlow ----------------------------------------------------------------
 
 def silence_tensorflow():
@@ -107,7 +114,8 @@ def silence_tensorflow():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-pf", description=__doc__.split("\n")[0])
+    parser = Parser(prog="keras-pf", description="The networks of \"Learning Features with "
+                    "Parameter-Free Layers\" for Keras 3: weights, fine-tuning, Grad-CAM, export, benchmark.")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
@@ -116,7 +124,7 @@ def main(argv=None):
     # Parse the subcommand name first, then let its module add its own arguments.
     verbose = argv[:1] == ["--verbose"]
     command_argv = argv[1:] if verbose else argv
-    known, _ = parser.parse_known_args(command_argv[:1] or ["--help"])
+    known, _ = parser.parse_known_args(command_argv[:1])  # none: the usage error
     wants_help = any(a in ("-h", "--help") for a in command_argv[1:])
     if not verbose and not wants_help:
         silence_tensorflow()
