@@ -34,6 +34,7 @@ def assert_one_line_usage_error(capsys, argv, *needles):
     status, err = run_cli(capsys, *argv)
     assert status == 2, err
     assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
     last = err.strip().splitlines()[-1]
     for needle in needles:
         assert needle in last, err
@@ -75,6 +76,10 @@ def test_finetune_model_args_the_builder_does_not_take(capsys, tmp_path):
 def test_gradcam_arguments_are_checked_by_the_parser(capsys, tmp_path, argv, needle):
     assert_one_line_usage_error(capsys, ["gradcam", "PFResNet50", "x.png", "-o", str(tmp_path / "o.png"),
                                          *argv], needle)
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    assert_one_line_usage_error(capsys, [], "command")
 
 
 def test_demo_runs_must_be_positive(capsys):
