@@ -343,7 +343,6 @@ def op_profile(files, threads=2, runs=20, warmup=3):
     runs in a row). Returns `{"seconds": sum, "layers": [...], "by_kind": {kind: {"count",
     "seconds", "macs"}}}`, kinds in decreasing time."""
     from keras_pf import profile
-
     seconds = _child(_CONSECUTIVE_CHILD, [path for _, path in files], threads, runs, warmup)
     layers, by_kind = [], {}
     for (layer, _), (median, _) in zip(files, seconds):
@@ -398,6 +397,7 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     `op_profile`).
     """
     import keras_pf
+    from keras_pf import profile
 
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"Need runs >= 1, warmup >= 0 and threads >= 1; received "
