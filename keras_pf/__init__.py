@@ -1,26 +1,58 @@
 """keras_pf: the networks of "Learning Features with Parameter-Free Layers" (Han et al.,
-ICLR 2022) for Keras 3, with the original ImageNet checkpoints."""
+ICLR 2022) for Keras 3, with the original ImageNet checkpoints.
 
-from keras_pf.imagenet import decode_predictions, preprocess_input
-from keras_pf.inference import fold_batchnorm
-from keras_pf.pf_pit import PFPiT, PFPiTBase, PFPiTSmall, PFPiTTiny
-from keras_pf.pf_resnet import PFResNet, PFResNet50, PFResNet50Hybrid, PFResNet50Max, PFResNet50Plain
-from keras_pf.pf_vit import PFViT, PFViTBase, PFViTSmall, PFViTTiny
-from keras_pf.transfer import feature_layers, feature_pyramid, freeze_backbone, set_backbone_trainable
-from keras_pf.weights import load_torch_weights
+The public names are imported on first use (PEP 562), so that `import keras_pf.cli`
+(the `keras-pf` command, its `--help`) does not import Keras and TensorFlow. Loading a
+saved `.keras` model with keras_pf layers needs them registered: touch any keras_pf
+name first (e.g. `keras_pf.MODELS`), as building a model does."""
+
+import importlib
 
 __version__ = "0.1.0"
 
-# Every named constructor by name: the CLI, the tools and the tests read this.
-MODELS = {
-    "PFResNet50": PFResNet50,
-    "PFResNet50Hybrid": PFResNet50Hybrid,
-    "PFResNet50Max": PFResNet50Max,
-    "PFResNet50Plain": PFResNet50Plain,
-    "PFViTTiny": PFViTTiny,
-    "PFViTSmall": PFViTSmall,
-    "PFViTBase": PFViTBase,
-    "PFPiTTiny": PFPiTTiny,
-    "PFPiTSmall": PFPiTSmall,
-    "PFPiTBase": PFPiTBase,
+# public name -> the module that defines it
+_EXPORTS = {
+    "decode_predictions": "keras_pf.imagenet",
+    "preprocess_input": "keras_pf.imagenet",
+    "fold_batchnorm": "keras_pf.inference",
+    "PFPiT": "keras_pf.pf_pit",
+    "PFPiTBase": "keras_pf.pf_pit",
+    "PFPiTSmall": "keras_pf.pf_pit",
+    "PFPiTTiny": "keras_pf.pf_pit",
+    "PFResNet": "keras_pf.pf_resnet",
+    "PFResNet50": "keras_pf.pf_resnet",
+    "PFResNet50Hybrid": "keras_pf.pf_resnet",
+    "PFResNet50Max": "keras_pf.pf_resnet",
+    "PFResNet50Plain": "keras_pf.pf_resnet",
+    "PFViT": "keras_pf.pf_vit",
+    "PFViTBase": "keras_pf.pf_vit",
+    "PFViTSmall": "keras_pf.pf_vit",
+    "PFViTTiny": "keras_pf.pf_vit",
+    "feature_layers": "keras_pf.transfer",
+    "feature_pyramid": "keras_pf.transfer",
+    "freeze_backbone": "keras_pf.transfer",
+    "set_backbone_trainable": "keras_pf.transfer",
+    "load_torch_weights": "keras_pf.weights",
 }
+
+# Every named constructor by name (`keras_pf.MODELS`): the CLI, the tools and the tests read this.
+MODEL_NAMES = ("PFResNet50", "PFResNet50Hybrid", "PFResNet50Max", "PFResNet50Plain", "PFViTTiny",
+               "PFViTSmall", "PFViTBase", "PFPiTTiny", "PFPiTSmall", "PFPiTBase")
+
+
+def __getattr__(name):
+    if name == "MODELS":
+        value = {model: __getattr__(model) for model in MODEL_NAMES}
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'keras_pf' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS) + ["MODELS"])
+
+
+__all__ = [*_EXPORTS, "MODELS"]

@@ -55,6 +55,12 @@ def _is_weights_tag(weights):
 
 def validate_arguments(weights, include_top, classes, pooling):
     """The checks `keras.applications` makes, with the same messages."""
+    if isinstance(weights, (str, os.PathLike)) and not _is_weights_tag(os.fspath(weights)) \
+            and not os.path.exists(weights):
+        raise ValueError(
+            f"weights file not found: {os.fspath(weights)} (`weights` is None, a registry tag "
+            "such as 'imagenet', or the path of a .weights.h5, .keras or original .pth file)"
+        )
     if not (weights is None or _is_weights_tag(weights) or os.path.exists(str(weights))):
         raise ValueError(
             "The `weights` argument should be either `None` (random initialization), "

@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from keras_pf import profile
 from keras_pf.files import atomic_output, write_atomic
-from keras_pf.graph import producer
-from keras_pf.inference import fold_batchnorm
+
+# keras_pf.profile, .graph and .inference (Keras) are imported where used, so that
+# `keras-pf benchmark --help` does not load TensorFlow.
 
 BASELINES = ("ResNet50", "MobileNetV2")  # keras.applications constructors
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
@@ -123,6 +123,9 @@ def machine():
 def keras_latencies(models, modes=KERAS_MODES, runs=20, warmup=3):
     """`{name: {mode: median seconds}}` and `{name: {mode: fastest run's seconds}}`,
     batch 1, the models interleaved run by run."""
+    from keras_pf import profile
+    from keras_pf.inference import fold_batchnorm
+
     results, fastest = {name: {} for name in models}, {name: {} for name in models}
     for mode in modes:
         calls = {}
@@ -281,6 +284,8 @@ _CONVS = ("Conv2D", "DepthwiseConv2D")
 
 
 def _runs_as_own_op(layer):
+    from keras_pf.graph import producer
+
     kind = type(layer).__name__
     if kind == "InputLayer" or not layer._inbound_nodes:
         return False
@@ -337,6 +342,7 @@ def op_profile(files, threads=2, runs=20, warmup=3):
     """Time the single-layer files of `export_layers` (one fresh process, each file's
     runs in a row). Returns `{"seconds": sum, "layers": [...], "by_kind": {kind: {"count",
     "seconds", "macs"}}}`, kinds in decreasing time."""
+    from keras_pf import profile
     seconds = _child(_CONSECUTIVE_CHILD, [path for _, path in files], threads, runs, warmup)
     layers, by_kind = [], {}
     for (layer, _), (median, _) in zip(files, seconds):
@@ -391,6 +397,7 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     `op_profile`).
     """
     import keras_pf
+    from keras_pf import profile
 
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"Need runs >= 1, warmup >= 0 and threads >= 1; received "
@@ -622,13 +629,15 @@ def write_outputs(report, output_dir):
 
 
 def add_benchmark_arguments(parser):
+    from keras_pf.cli import non_negative_int, positive_int
+
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help="keras.applications baselines (ResNet50, MobileNetV2) and "
                              f"keras_pf.MODELS names; default: {' '.join(DEFAULT_MODELS)}")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=20, help="timed runs (median)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    parser.add_argument("--image-size", type=positive_int, default=224)
+    parser.add_argument("--runs", type=positive_int, default=20, help="timed runs (median)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--precisions", nargs="*", default=list(PRECISIONS),
                         choices=PRECISIONS, help="TFLite precisions (none: skip TFLite)")
     parser.add_argument("--keras-modes", nargs="*", default=list(KERAS_MODES),

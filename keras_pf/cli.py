@@ -1,9 +1,15 @@
 """The `keras-pf` command. Each subcommand lives in the module that owns its concern;
 that module defines `add_<command>_arguments(parser)` and `run_<command>(args)`, and is
-imported only when its subcommand runs, so `keras-pf --help` stays fast."""
+imported only when its subcommand runs, so `keras-pf --help` stays fast.
+
+Arguments are checked by the parser (the `type=` helpers below): a bad value is one
+line and exit status 2. TensorFlow's native start-up logs are silenced unless
+`--verbose` is given."""
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 # subcommand -> (module, one-line help)
@@ -18,14 +24,110 @@ COMMANDS = {
 }
 
 
+# --- argument types: each raises ArgumentTypeError, which argparse prints as one line --
+
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def unit_interval(text):
+    """A fraction in (0, 1], e.g. a crop ratio."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def probability(text):
+    """A rate in [0, 1), e.g. dropout."""
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- quiet TensorFlow ----------------------------------------------------------------
+
+def silence_tensorflow():
+    """Keep TensorFlow's native logs (CUDA probing, the cuInit 'error' on machines
+    without a GPU, oneDNN notices) off the terminal: TF_CPP_MIN_LOG_LEVEL must be set
+    before TensorFlow is imported, and a few lines come before its logging is set up,
+    so stderr is closed while it is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        importlib.import_module("tensorflow")
+    except ImportError:
+        pass  # reported, with its message, where it is used
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-pf", description=__doc__.split("\n")[0])
+    parser = Parser(prog="keras-pf", description="The networks of \"Learning Features with "
+                    "Parameter-Free Layers\" for Keras 3: weights, fine-tuning, Grad-CAM, export, benchmark.")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         subparsers.add_parser(name, help=help_text, description=help_text)
     argv = sys.argv[1:] if argv is None else list(argv)
     # Parse the subcommand name first, then let its module add its own arguments.
-    known, _ = parser.parse_known_args(argv[:1] or ["--help"])
+    verbose = argv[:1] == ["--verbose"]
+    command_argv = argv[1:] if verbose else argv
+    known, _ = parser.parse_known_args(command_argv[:1])  # none: the usage error
+    wants_help = any(a in ("-h", "--help") for a in command_argv[1:])
+    if not verbose and not wants_help:
+        silence_tensorflow()
     module = importlib.import_module(COMMANDS[known.command][0])
     sub = subparsers.choices[known.command]
     getattr(module, f"add_{known.command}_arguments")(sub)

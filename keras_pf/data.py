@@ -12,6 +12,14 @@ A `source` is either
   `manual_dir` are passed to tfds (e.g. `manual_dir` holding ImageNet's tar files for
   `tfds:imagenet2012`).
 
+Unreadable images in an image folder (empty, not an image, truncated: no end marker,
+or more pixels than `max_image_pixels()`, a guard against decompression bombs) are
+found before training by reading each file's header and last bytes, skipped, and named
+in one warning; the run goes on with the others (and fails if none is left). Data
+corrupted in a way only decoding reveals is skipped while reading (`ignore_errors`).
+The pixel limit is `$KERAS_PF_MAX_IMAGE_PIXELS` (default PIL's, 89,478,485: 268 MB
+as RGB).
+
 Every dataset yields `(images, labels)` batches: float32 NHWC images preprocessed with
 `keras_pf.preprocess_input` (RGB in [0, 255] -> ImageNet mean/std), int32 labels.
 This module is TensorFlow-specific on purpose: the models themselves are not.
@@ -19,6 +27,7 @@ This module is TensorFlow-specific on purpose: the models themselves are not.
 
 import math
 import os
+import warnings
 
 import tensorflow as tf
 
@@ -27,6 +36,81 @@ from keras_pf.imagenet import preprocess_input
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 AUTOTUNE = tf.data.AUTOTUNE
+MAX_IMAGE_PIXELS_ENV = "KERAS_PF_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS
+# How each format ends: a file cut short during a copy or download lacks it.
+_END_MARKERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",), "GIF": (b"\x3b",)}
+
+
+class UnreadableImageWarning(UserWarning):
+    """Some images of an image folder cannot be read and are left out."""
+
+
+def max_image_pixels():
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"${MAX_IMAGE_PIXELS_ENV} must be a positive integer; it is {text!r}")
+    return int(text)
+
+
+def image_problem(path):
+    """Why the image file `path` cannot be used (a short phrase), or None if it can.
+    Reads the header and the last bytes only: cheap enough for every file of a dataset."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height, kind = image.width, image.height, image.format
+    except Image.DecompressionBombError as error:
+        return f"too many pixels ({error})"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image ({type(error).__name__}: {error})"
+    if width * height > max_image_pixels():
+        return (f"{width}x{height} pixels, more than the limit of {max_image_pixels()} "
+                f"(${MAX_IMAGE_PIXELS_ENV}; a decompression bomb?)")
+    markers = _END_MARKERS.get(kind)
+    if markers:
+        with open(path, "rb") as f:
+            f.seek(max(os.path.getsize(path) - 64, 0))
+            tail = f.read().rstrip(b"\0\r\n ")
+        if not tail.endswith(markers):
+            return f"truncated {kind} (no end marker)"
+    return None
+
+
+def read_image(path):
+    """The image file `path` as a uint8 RGB array; ValueError naming the file if it is
+    unreadable, truncated or over the pixel limit (checked before decoding)."""
+    import numpy as np
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise ValueError(f"image not found: {path}")
+    problem = image_problem(path)
+    if problem:
+        raise ValueError(f"cannot use image {path}: {problem}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def readable_images(paths, labels):
+    """`(paths, labels)` without the unreadable images, named in one warning."""
+    problems = [(path, image_problem(path)) for path in paths]
+    bad = [(path, problem) for path, problem in problems if problem]
+    if bad:
+        listed = "; ".join(f"{path}: {problem}" for path, problem in bad[:10])
+        warnings.warn(
+            f"skipping {len(bad)} of {len(paths)} images that cannot be used: {listed}"
+            + (f"; and {len(bad) - 10} more" if len(bad) > 10 else ""),
+            UnreadableImageWarning, stacklevel=3,
+        )
+    keep = [i for i, (_, problem) in enumerate(problems) if not problem]
+    return [paths[i] for i in keep], [labels[i] for i in keep]
 
 
 def _size_pair(image_size):
@@ -71,6 +155,9 @@ def image_folder_files(directory):
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {directory!r}'s class "
             "subfolders."
         )
+    paths, labels = readable_images(paths, labels)
+    if not paths:
+        raise ValueError(f"None of the images under {directory!r} can be read (see the warning above).")
     return paths, labels, class_names
 
 
@@ -139,7 +226,8 @@ def source_images(source, training, data_dir=None, manual_dir=None, shuffle_seed
         dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
         if training:
             dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(_decode_file, num_parallel_calls=AUTOTUNE)
+        # what only decoding shows (corrupt data inside a well-formed file): skipped
+        dataset = dataset.map(_decode_file, num_parallel_calls=AUTOTUNE).ignore_errors()
     dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
     return dataset, class_names
 

@@ -9,8 +9,10 @@ import numpy as np
 
 
 def add_demo_arguments(parser):
+    from keras_pf.cli import positive_int
+
     parser.add_argument("--image", help="an image file to classify instead of the generated sample")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per model (median)")
+    parser.add_argument("--runs", type=positive_int, default=10, help="timed runs per model (median)")
 
 
 def sample_image(size=224):
@@ -26,7 +28,9 @@ def load_image(path, size=224):
     """Shorter side resized to size/0.875, then center crop (the evaluation recipe)."""
     from PIL import Image
 
-    image = Image.open(path).convert("RGB")
+    from keras_pf.data import read_image
+
+    image = Image.fromarray(read_image(path))  # names the file if it cannot be used
     scale = size / 0.875 / min(image.size)
     image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
     left, top = (image.width - size) // 2, (image.height - size) // 2

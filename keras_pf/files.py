@@ -1,8 +1,12 @@
 """Writing output files so that a failure never leaves a partial or corrupt file."""
 
 import contextlib
+import errno
 import os
 import tempfile
+
+# A full disk (or a file-size limit): the OS's message names no file.
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -16,7 +20,13 @@ def atomic_output(path):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=base)
     os.close(fd)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as error:
+            if error.errno in DISK_FULL and path not in str(error):
+                raise OSError(error.errno, f"{os.strerror(error.errno)} while writing {path}; "
+                              f"free space in {directory} or write elsewhere") from error
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain file is wanted

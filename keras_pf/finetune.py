@@ -28,6 +28,7 @@ and the final evaluation) and `training_curves.png`.
 
 import argparse
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -96,21 +97,38 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
-def build_model(model_name, classes, image_size=224, weights=None, model_args=None, dropout=0.0):
-    """`(model, backbone)`: the keras_pf backbone `model_name` (a MODELS name or a
-    generic builder "PFResNet"/"PFViT"/"PFPiT" with `model_args`) under a new head of
-    `classes` classes. The "predictions" softmax is float32 under mixed precision."""
+def check_model_arguments(model_name, model_args):
+    """A known model, and `model_args` that its builder takes (before any work is done)."""
+    import inspect
+
     if model_name not in BUILDERS:
         raise ValueError(f"Unknown model {model_name!r}; use one of {', '.join(BUILDERS)}.")
     if model_name in MODELS and model_args:
         raise ValueError(
             f"model_args only apply to the generic builders (PFResNet, PFViT, PFPiT), not {model_name}."
         )
+    parameters = inspect.signature(BUILDERS[model_name]).parameters
+    reserved = {"include_top", "weights", "input_shape", "pooling", "input_tensor"}
+    unknown = sorted(set(model_args or {}) - (set(parameters) - reserved))
+    if unknown:
+        accepted = sorted(set(parameters) - reserved - {"classes", "classifier_activation", "name", "weights_id"})
+        raise ValueError(f"model_args {', '.join(unknown)} not accepted by {model_name}; "
+                         f"it takes {', '.join(accepted)}.")
+
+
+def build_model(model_name, classes, image_size=224, weights=None, model_args=None, dropout=0.0):
+    """`(model, backbone)`: the keras_pf backbone `model_name` (a MODELS name or a
+    generic builder "PFResNet"/"PFViT"/"PFPiT" with `model_args`) under a new head of
+    `classes` classes. The "predictions" softmax is float32 under mixed precision."""
+    check_model_arguments(model_name, model_args)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    backbone = BUILDERS[model_name](
-        include_top=False, weights=weights, input_shape=(height, width, 3), pooling="avg",
-        **(model_args or {}),
-    )
+    try:
+        backbone = BUILDERS[model_name](
+            include_top=False, weights=weights, input_shape=(height, width, 3), pooling="avg",
+            **(model_args or {}),
+        )
+    except TypeError as error:  # a model_args value of the wrong kind
+        raise ValueError(f"model_args {model_args} do not fit {model_name}: {error}") from error
     inputs = keras.Input((height, width, 3), name="image")
     # Pretrained backbone: BatchNorm in inference mode, even once unfrozen.
     x = backbone(inputs, training=False) if weights is not None else backbone(inputs)
@@ -142,6 +160,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.pattern = pattern
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs and not math.isfinite(logs.get("loss", 0.0)):
+            return  # a diverged epoch (TerminateOnNaN stops the run): nothing worth keeping
         with atomic_output(self.pattern.format(epoch=epoch + 1)) as tmp:
             self.model.save_weights(tmp)
 
@@ -212,6 +232,13 @@ def finetune(
     """
     from keras_pf.data import eval_dataset, train_dataset
 
+    check_model_arguments(model_name, model_args)
+    for name, value in (("batch_size", batch_size), ("image_size", image_size)):
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{name} must be at least 1; received {value}.")
+    for name, value in (("learning_rate", learning_rate), ("fine_tune_learning_rate", fine_tune_learning_rate)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number; received {value}.")
     if head_epochs < 0 or epochs < 0 or head_epochs + epochs == 0:
         raise ValueError("Train for at least one epoch: head_epochs + epochs must be > 0.")
     if val_source is None:
@@ -229,7 +256,8 @@ def finetune(
         # Every worker saves (saving can involve collectives), but only the chief
         # keeps its files: the others write to a private temporary directory.
         output_dir = tempfile.mkdtemp(prefix="keras_pf_finetune_worker_")
-    os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
+    # No folder is made here: the first file written makes it, so a run that fails
+    # before writing anything leaves no empty output or checkpoints folder.
     if seed is not None:
         keras.utils.set_random_seed(seed)
 
@@ -267,8 +295,15 @@ def finetune(
             _compile(model, learning_rate, weight_decay)
         result = model.fit(
             train_data, validation_data=val_data, initial_epoch=first_epoch, epochs=last_epoch,
-            callbacks=[checkpoint], verbose=verbose, shuffle=False,  # train_dataset shuffles
+            callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint], verbose=verbose,
+            shuffle=False,  # train_dataset shuffles
         )
+        losses = result.history.get("loss", [])
+        if losses and not math.isfinite(losses[-1]):
+            raise ValueError(
+                f"training diverged: the loss became {losses[-1]} in epoch {first_epoch + len(losses)}; "
+                "lower the learning rate (--lr / --fine-tune-lr) or check the data"
+            )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
@@ -321,6 +356,8 @@ def _json_object(text):
 
 
 def add_finetune_arguments(parser):
+    from keras_pf.cli import non_negative_float, non_negative_int, positive_float, positive_int, probability
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model", help=f"model name: {', '.join(BUILDERS)}")
@@ -331,18 +368,20 @@ def add_finetune_arguments(parser):
                         help="weights tag, .weights.h5/.pth path, or 'none' for random init (default imagenet)")
     parser.add_argument("--model-args", type=_json_object, default=None,
                         help='JSON keyword arguments for a generic builder, e.g. \'{"depths": [1,1,1,1]}\'')
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    parser.add_argument("--head-epochs", type=int, default=0, help="phase 1: epochs with the backbone frozen")
-    parser.add_argument("--epochs", type=int, default=5, help="phase 2: epochs with all layers trainable")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (phase 1, or the only phase)")
-    parser.add_argument("--fine-tune-lr", type=float, default=1e-4, help="phase 2 learning rate after a head phase")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--image-size", type=positive_int, default=224)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="global batch size")
+    parser.add_argument("--head-epochs", type=non_negative_int, default=0,
+                        help="phase 1: epochs with the backbone frozen")
+    parser.add_argument("--epochs", type=non_negative_int, default=5, help="phase 2: epochs with all layers trainable")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (phase 1, or the only phase)")
+    parser.add_argument("--fine-tune-lr", type=positive_float, default=1e-4,
+                        help="phase 2 learning rate after a head phase")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    parser.add_argument("--dropout", type=probability, default=0.0)
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
-    parser.add_argument("--logical-cpus", type=int, default=0,
+    parser.add_argument("--logical-cpus", type=non_negative_int, default=0,
                         help="split the CPU into N logical devices (to try mirrored without GPUs)")
     parser.add_argument("--data-dir", help="tensorflow-datasets data_dir")
     parser.add_argument("--manual-dir", help="tensorflow-datasets manual_dir (e.g. ImageNet tar files)")

@@ -8,26 +8,34 @@ module. `keras-pf gradcam MODEL IMAGE -o out.png` overlays the map on the image.
 
 import os
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_pf.files import atomic_output
-from keras_pf.transfer import feature_layers
+
+# Keras and TensorFlow are imported inside the functions, so that `keras-pf gradcam
+# --help` (which imports this module for its arguments) does not load them.
 
 
 def _is_softmax_dense(layer):
+    import keras
+
     return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
 
 
 def _logits(layer, x):
     """The pre-softmax output of a softmax Dense layer: softmax saturates gradients."""
+    import keras
+
     x = keras.ops.matmul(x, layer.kernel)
     return x + layer.bias if layer.use_bias else x
 
 
 def _nested_backbone(model):
     """The keras_pf backbone nested in `model` (e.g. a `keras_pf.finetune` model)."""
+    import keras
+
+    from keras_pf.transfer import feature_layers
+
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             try:
@@ -45,6 +53,10 @@ def _scorer(model, layer_name):
     model holding a keras_pf backbone as a nested layer (`keras_pf.finetune`) runs the
     backbone to (feature map, output), then its head layers in order up to "logits".
     """
+    import keras
+
+    from keras_pf.transfer import feature_layers
+
     names = {layer.name for layer in model.layers}
     backbone = None if layer_name in names else _nested_backbone(model)
     if backbone is None:
@@ -91,6 +103,8 @@ def gradcam(model, image, class_index=None, layer_name=None):
         `(heatmap, class_index)`: float32 `(h, w)` map in [0, 1] at the feature map's
         resolution (all zeros if no location raises the class score).
     """
+    import tensorflow as tf
+
     image = np.asarray(image, np.float32)
     if image.ndim == 3:
         image = image[None]
@@ -101,6 +115,9 @@ def gradcam(model, image, class_index=None, layer_name=None):
         features, scores = score(tf.constant(image))
         if class_index is None:
             class_index = int(tf.argmax(scores[0]))
+        if not 0 <= class_index < scores.shape[-1]:
+            raise ValueError(f"class_index {class_index} is out of range: the model has "
+                             f"{scores.shape[-1]} classes.")
         score = scores[:, class_index]
     if len(features.shape) != 4:
         raise ValueError(f"Layer {layer_name!r} is not a 4D feature map (shape {features.shape}).")
@@ -114,6 +131,8 @@ def gradcam(model, image, class_index=None, layer_name=None):
 
 def overlay(image, heatmap, alpha=0.45, colormap="jet"):
     """uint8 RGB: `heatmap` resized (bilinear) to `image` and blended over it."""
+    import tensorflow as tf
+
     import matplotlib
 
     image = np.asarray(image, np.float32)
@@ -123,45 +142,56 @@ def overlay(image, heatmap, alpha=0.45, colormap="jet"):
 
 
 def add_gradcam_arguments(parser):
-    from keras_pf import MODELS
+    from keras_pf.cli import non_negative_int, unit_interval
 
-    parser.add_argument("model", help=f"model name ({', '.join(MODELS)}) or a saved .keras classifier")
+    parser.add_argument("model", help="model name (a keras_pf constructor, e.g. PFResNet50) or a saved .keras classifier")
     parser.add_argument("image", help="image file (jpg, png, ...)")
     parser.add_argument("-o", "--output", required=True, help="output PNG")
     parser.add_argument("--weights", default="imagenet",
                         help="weights tag or path for a named model, or 'none' (default imagenet)")
-    parser.add_argument("--class-index", type=int, default=None, help="class to explain (default: top-1)")
+    parser.add_argument("--class-index", type=non_negative_int, default=None,
+                        help="class to explain (default: top-1)")
     parser.add_argument("--layer", default=None, help="feature layer (default: the last stage's output)")
-    parser.add_argument("--crop-ratio", type=float, default=0.875, help="center crop as in evaluation")
+    parser.add_argument("--crop-ratio", type=unit_interval, default=0.875,
+                        help="center crop as in evaluation, in (0, 1]")
+
+
+def _check_model_name(name):
+    from keras_pf import MODELS
+
+    if name not in MODELS and not (name.endswith(".keras") and os.path.exists(name)):
+        raise ValueError(f"Unknown model {name!r}: use one of {', '.join(MODELS)} or a .keras file.")
 
 
 def _load_model(name, weights):
     from keras_pf import MODELS
 
+    import keras
+
+    _check_model_name(name)
     if name in MODELS:
         return MODELS[name](weights=None if str(weights).lower() == "none" else weights)
-    if name.endswith(".keras") and os.path.exists(name):
-        return keras.saving.load_model(name)
-    raise ValueError(f"Unknown model {name!r}: use one of {', '.join(MODELS)} or a .keras file.")
+    return keras.saving.load_model(name)
 
 
 def run_gradcam(args):
     from PIL import Image
 
-    from keras_pf.data import eval_transform
+    from keras_pf.data import eval_transform, read_image
     from keras_pf.imagenet import preprocess_input
 
     if not args.output.lower().endswith(".png"):
         raise ValueError(f"--output must be a .png file; received {args.output!r}.")
+    _check_model_name(args.model)
+    pixels = read_image(args.image)  # before the model is built: a bad image fails fast
     model = _load_model(args.model, args.weights)
     height, width = model.input_shape[1:3]
     if height is None or width is None:
         raise ValueError("gradcam needs a model with a fixed input size.")
-    try:
-        with Image.open(args.image) as file:
-            pixels = np.asarray(file.convert("RGB"))
-    except OSError as error:
-        raise ValueError(f"Cannot read image {args.image!r}: {error}") from error
+    classes = model.output_shape[-1]
+    if args.class_index is not None and args.class_index >= classes:
+        raise ValueError(f"--class-index {args.class_index} is out of range: the model has "
+                         f"{classes} classes (0 to {classes - 1}).")
     crop = eval_transform(pixels, (height, width), args.crop_ratio).numpy()
     heatmap, class_index = gradcam(model, preprocess_input(crop), args.class_index, args.layer)
     label = str(class_index)

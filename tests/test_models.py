@@ -87,6 +87,8 @@ def test_keras_applications_errors():
     with pytest.raises(ValueError, match="`classes` should be 1000"):
         keras_pf.PFResNet50Max(weights="imagenet", classes=10)
     with pytest.raises(ValueError, match="`weights` argument should be"):
+        keras_pf.PFResNet50Max(weights=42)
+    with pytest.raises(ValueError, match="weights file not found: /no/such/file.pth"):
         keras_pf.PFResNet50Max(weights="/no/such/file.pth")
     with pytest.raises(ValueError, match="at least 32x32"):
         keras_pf.PFResNet50Max(weights=None, input_shape=(16, 16, 3))

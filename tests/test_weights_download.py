@@ -36,29 +36,52 @@ def register_test_entry(source, **kwargs):
 
 
 class Server:
-    """Serves `files` (URL path -> bytes) and counts requests per path. `mode`:
-    "ok", "truncated" (announces the full length, sends half), "refuse" (403 for
-    everything), "html" (a Drive-like quota page); `delay` seconds before answering."""
+    """Serves `files` (URL path -> bytes) and counts requests per path. `mode` (or
+    `path_modes[path]`): "ok", "truncated" (announces the full length, sends half),
+    "refuse" (403 for everything), "html" (a Drive-like quota page), "html-bom" (the
+    same after a UTF-8 byte-order mark), "trickle" (one byte every 0.2 s), "stall" (the
+    headers, then nothing), "endless" (no length, bytes forever); `delay` seconds
+    before answering."""
 
     def __init__(self, files):
         self.files, self.mode, self.delay = dict(files), "ok", 0.0
+        self.path_modes = {}
         self.requests = collections.Counter()
+        self.stopped = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests[self.path] += 1
                 time.sleep(server.delay)
-                if server.mode == "refuse" or self.path not in server.files:
-                    self.send_error(403 if server.mode == "refuse" else 404)
+                mode = server.path_modes.get(self.path, server.mode)
+                if mode == "refuse" or self.path not in server.files:
+                    self.send_error(403 if mode == "refuse" else 404)
                     return
                 body = server.files[self.path]
-                if server.mode == "html":
+                if mode in ("html", "html-bom"):
                     body = b"<!DOCTYPE html><html><body>Quota exceeded</body></html>"
+                    body = b"\xef\xbb\xbf" + body if mode == "html-bom" else body
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                if mode != "endless":
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if server.mode == "truncated" else body)
+                try:
+                    if mode == "trickle":
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            if server.stopped.wait(0.2):
+                                return
+                    elif mode == "stall":
+                        server.stopped.wait(60)
+                    elif mode == "endless":
+                        while not server.stopped.is_set():
+                            self.wfile.write(b"\0" * 65536)
+                    else:
+                        self.wfile.write(body[: len(body) // 2] if mode == "truncated" else body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up
 
             def log_message(self, *args):
                 pass
@@ -69,6 +92,7 @@ class Server:
         self.thread.start()
 
     def close(self):
+        self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -297,3 +321,194 @@ def test_corrupt_cached_file_says_how_to_recover(server, cache):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"keras-pf weights verify {WEIGHTS_ID}"):
         load_by_tag()
+
+
+# --- faults: slow, endless, killed, locked, full disk ----------------------------------
+
+def test_html_page_with_a_byte_order_mark_is_recognised_as_html(server, cache):
+    server.mode = "html-bom"
+    register_test_entry(server.url + "/checkpoint.pth")
+    _assert_fails_cleanly(cache, "web page instead of the file")
+
+
+def test_trickling_server_is_stopped_by_the_deadline(server, cache, monkeypatch):
+    from keras_pf.weights import download
+
+    monkeypatch.setenv(download.DEADLINE_ENV, "2")
+    server.mode = "trickle"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    start = time.monotonic()
+    message = _assert_fails_cleanly(cache, url, download.DEADLINE_ENV, "not complete after")
+    assert time.monotonic() - start < 20, message
+
+
+def test_silent_server_is_stopped_by_the_stall_timeout(server, cache, monkeypatch):
+    from keras_pf.weights import download
+
+    monkeypatch.setenv(download.STALL_TIMEOUT_ENV, "1")
+    server.mode = "stall"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    _assert_fails_cleanly(cache, url, download.STALL_TIMEOUT_ENV, "no data for 1 s")
+
+
+def test_endless_body_is_cut_at_the_size_cap(server, cache, monkeypatch):
+    from keras_pf.weights import download
+
+    monkeypatch.setenv(download.MAX_BYTES_ENV, str(1 << 20))
+    server.mode = "endless"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    _assert_fails_cleanly(cache, url, download.MAX_BYTES_ENV, f"more than {1 << 20} bytes")
+
+
+def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp_path, monkeypatch):
+    import hashlib
+
+    from keras_pf.weights import registry
+
+    data = _converted_bytes(tmp_path)
+    mirror = f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"
+    server.files[mirror] = data
+    server.path_modes[mirror] = "endless"
+    monkeypatch.setenv(registry.MIRROR_ENV, server.url + "/mirror")
+    register_test_entry(server.url + "/checkpoint.pth", sha256=hashlib.sha256(data).hexdigest(),
+                        size=len(data))
+    load_by_tag()  # the original is got instead
+    assert server.requests[mirror] == 1 and server.requests["/checkpoint.pth"] == 1
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+
+
+def _fetch_script(url, gdrive_url=None, before=""):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    return textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {tests_dir!r})
+        {before}
+        from test_weights_download import register_test_entry
+        from keras_pf.weights import download
+        if {gdrive_url!r}:
+            download.GDRIVE_URL = {gdrive_url!r}
+        register_test_entry({url!r})
+        try:
+            print(download.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+        except OSError as error:
+            print("ERROR", error)
+            sys.exit(1)
+    """)
+
+
+def _env(cache, **extra):
+    return dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def _wait_for(condition, timeout=120):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("source", ["url", "gdrive"])
+def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(server, cache, source):
+    import signal
+
+    server.files["/drive/abc"] = server.files["/checkpoint.pth"]
+    url = server.url + "/checkpoint.pth" if source == "url" else "gdrive:abc"
+    gdrive_url = server.url + "/drive/{id}"
+    server.mode = "trickle"
+    proc = subprocess.Popen([sys.executable, "-c", _fetch_script(url, gdrive_url)], env=_env(cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # mid-download: the server is sending, the temporary files exist
+        assert _wait_for(lambda: server.requests["/checkpoint.pth"] + server.requests["/drive/abc"]
+                         and any(p.name.startswith((".tmp_", ".gdown-")) for p in cache.iterdir()))
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = cache_files(cache)
+    assert left and f"{WEIGHTS_ID}_{TAG}.weights.h5" not in left
+    server.mode = "ok"
+    from keras_pf.weights import download
+
+    download.GDRIVE_URL, saved = gdrive_url, download.GDRIVE_URL
+    try:
+        register_test_entry(url)
+        load_by_tag()
+    finally:
+        download.GDRIVE_URL = saved
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+
+
+def test_leftovers_of_another_file_in_flight_are_not_touched(server, cache):
+    from keras_pf.weights import download
+
+    register_test_entry(server.url + "/checkpoint.pth")
+    cache.mkdir(parents=True)
+    other = [cache / ".tmp_abcdefghother.weights.h5", cache / ".original-other.weights.h5-x1y2z3.pth"]
+    for path in other:
+        path.write_bytes(b"in flight")
+    download.fetch(WEIGHTS_ID, "imagenet", progress=False)
+    assert all(path.exists() for path in other)
+
+
+def test_gdown_on_a_trickling_network_is_stopped_by_the_deadline(server, cache, monkeypatch):
+    from keras_pf.weights import download
+
+    server.files["/drive/abc"] = server.files["/checkpoint.pth"]
+    server.mode = "trickle"
+    monkeypatch.setenv(download.DEADLINE_ENV, "3")
+    monkeypatch.setattr(download, "GDRIVE_URL", server.url + "/drive/{id}")
+    register_test_entry("gdrive:abc")
+    _assert_fails_cleanly(cache, "Google Drive file abc", download.DEADLINE_ENV)
+
+
+def test_gdown_download_converts_and_caches(server, cache, monkeypatch):
+    from keras_pf.weights import download
+
+    server.files["/drive/abc"] = server.files["/checkpoint.pth"]
+    monkeypatch.setattr(download, "GDRIVE_URL", server.url + "/drive/{id}")
+    register_test_entry("gdrive:abc")
+    load_by_tag()
+    assert server.requests["/drive/abc"] >= 1
+    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+
+
+def test_waiting_for_a_lock_held_by_another_process_says_so_and_gives_up(cache, monkeypatch, capsys):
+    from keras_pf.weights import download, registry
+
+    register_test_entry("http://127.0.0.1:9/never-used.pth")
+    path = registry.weights_path(WEIGHTS_ID, TAG)
+    os.makedirs(os.path.dirname(path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
+         "l.acquire(); print('held', flush=True); time.sleep(120)", path + ".lock"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv(download.LOCK_TIMEOUT_ENV, "1")
+        with pytest.raises(download.WeightsDownloadError) as error:
+            download.fetch(WEIGHTS_ID, TAG, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(error.value)
+    assert "gave up after 1 s" in message and path + ".lock" in message, message
+    assert download.LOCK_TIMEOUT_ENV in message
+    assert f"Waiting for another process to finish getting {path}" in capsys.readouterr().err
+
+
+def test_full_disk_names_the_file(server, cache):
+    """A file-size limit (EFBIG, as a full disk gives ENOSPC) while downloading."""
+    before = "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); " \
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (50000, 50000))"
+    url = server.url + "/checkpoint.pth"
+    result = subprocess.run([sys.executable, "-c", _fetch_script(url, before=before)],
+                            env=_env(cache), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "File too large while writing " + str(cache) in result.stdout, result.stdout
+    assert cache_files(cache) == []

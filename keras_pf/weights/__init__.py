@@ -8,6 +8,7 @@ from keras_pf.weights.download import WeightsDownloadError
 from keras_pf.weights.torch_reader import CheckpointError, UnsafeCheckpointError, load_state_dict
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
+KERAS_SUFFIXES = (".h5", ".keras")
 
 
 def load_weights(model, weights, weights_id=None):
@@ -17,6 +18,12 @@ def load_weights(model, weights, weights_id=None):
     if os.path.exists(path):
         if path.endswith(TORCH_SUFFIXES):
             return load_torch_weights(model, path)
+        if not path.endswith(KERAS_SUFFIXES):
+            raise ValueError(
+                f"{path}: not a weights file kind keras_pf reads; use a Keras weights file "
+                f"(.weights.h5), a .keras archive, or an original PyTorch checkpoint "
+                f"({', '.join(TORCH_SUFFIXES)})"
+            )
         return load_keras_weights(model, path)
     from keras_pf.weights import registry
 
@@ -27,7 +34,14 @@ def _h5_layout(path):
     import h5py
 
     layout = {}
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:  # h5py's message does not name the file
+        raise ValueError(
+            f"{path} is not a readable HDF5 weights file: it is truncated or corrupt ({error}); "
+            "write or download it again"
+        ) from error
+    with f:
         f.visititems(lambda name, obj: layout.__setitem__(name, obj.shape)
                      if isinstance(obj, h5py.Dataset) else None)
     return layout

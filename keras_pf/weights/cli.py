@@ -2,8 +2,6 @@
 
 import os
 
-from keras_pf.weights.convert import save_converted
-
 
 def add_convert_arguments(parser):
     parser.add_argument("model", help="named constructor, e.g. PFResNet50Hybrid")
@@ -16,6 +14,7 @@ def add_convert_arguments(parser):
 def convert_checkpoint(model_name, checkpoint, output, input_size=224):
     """Build `model_name`, load the original `checkpoint`, write `output` atomically."""
     import keras_pf
+    from keras_pf.weights.convert import save_converted
 
     if model_name not in keras_pf.MODELS:
         raise ValueError(f"unknown model {model_name!r}; choose from {', '.join(keras_pf.MODELS)}")

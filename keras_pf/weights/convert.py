@@ -13,7 +13,6 @@ import re
 import numpy as np
 
 from keras_pf.files import atomic_output
-from keras_pf.layers import resize_grid
 from keras_pf.weights.torch_reader import load_state_dict
 
 
@@ -219,6 +218,8 @@ def _pos_embed_grid(value, target_shape, key, model):
             f"Model '{model.name}': `{key}` has {grid.shape[3]} channels, the model's "
             f"position embedding {target_shape[3]}."
         )
+    from keras_pf.layers import resize_grid  # keras: imported when needed, not by the CLI's --help
+
     return resize_grid(grid.astype(np.float32), tuple(target_shape[1:3]))
 
 

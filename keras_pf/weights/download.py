@@ -7,12 +7,31 @@ original checkpoint (Google Drive through `gdown`, or an http(s) URL), converted
 Downloads go to a temporary file in the cache directory and are renamed into place only
 once complete and verified; a per-file lock (`filelock`) makes concurrent processes wait
 for the first one's download instead of repeating it.
+
+Limits (environment variables, in seconds or bytes):
+
+- `KERAS_PF_DOWNLOAD_STALL_TIMEOUT` (default 60): no byte received for this long fails;
+- `KERAS_PF_DOWNLOAD_DEADLINE` (default 3600): a download not complete by then fails,
+  however slowly the server keeps trickling;
+- `KERAS_PF_DOWNLOAD_MAX_BYTES` (default 1.5 GiB): the most a download may bring when the
+  registry records no `size` for it (a recorded size is the cap otherwise);
+- `KERAS_PF_LOCK_TIMEOUT` (default: the deadline + 600): how long a process waits for
+  another one's download of the same file before giving up.
+
+Temporary files of a download are named after the file they become
+(`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a run killed mid-download
+leaves them behind, and the next run for that file removes them once it holds its lock.
 """
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -21,10 +40,74 @@ from keras_pf.weights import registry
 from keras_pf.weights.torch_reader import looks_like_html
 
 CHUNK = 1 << 20
+STALL_TIMEOUT_ENV = "KERAS_PF_DOWNLOAD_STALL_TIMEOUT"
+DEADLINE_ENV = "KERAS_PF_DOWNLOAD_DEADLINE"
+MAX_BYTES_ENV = "KERAS_PF_DOWNLOAD_MAX_BYTES"
+LOCK_TIMEOUT_ENV = "KERAS_PF_LOCK_TIMEOUT"
+DEFAULT_STALL_TIMEOUT = 60.0
+DEFAULT_DEADLINE = 3600.0
+# The largest original checkpoint (ViT-B, 94 M parameters, with optimizer state) fits.
+DEFAULT_MAX_BYTES = 3 << 29
+# Where a Google Drive id is downloaded from (a test points it at a local server).
+GDRIVE_URL = "https://drive.google.com/uc?id={id}"
 
 
 class WeightsDownloadError(OSError):
     """The weights could not be got; the message says what was tried and what to do."""
+
+
+def _env_number(name, default):
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"${name} must be a positive number; it is {text!r}")
+    return value
+
+
+def stall_timeout():
+    return _env_number(STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT)
+
+
+def deadline_seconds():
+    return _env_number(DEADLINE_ENV, DEFAULT_DEADLINE)
+
+
+def lock_timeout():
+    return _env_number(LOCK_TIMEOUT_ENV, deadline_seconds() + 600.0)
+
+
+def size_cap(recorded_size=None):
+    """The most bytes a download may bring: the registry's recorded size, else the default."""
+    return int(recorded_size) if recorded_size else int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+
+
+class _Limits:
+    """Deadline and size cap of one download; `check` raises once either is passed."""
+
+    def __init__(self, what, max_bytes):
+        self.what, self.max_bytes = what, size_cap(max_bytes)
+        self.deadline = deadline_seconds()
+        self.start = time.monotonic()
+
+    def check(self, received):
+        if received > self.max_bytes:
+            raise WeightsDownloadError(
+                f"{self.what}: more than {self.max_bytes} bytes, the most expected (the "
+                f"registry's recorded size, else ${MAX_BYTES_ENV}); the server sends "
+                "something else than the checkpoint"
+            )
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.deadline:
+            raise WeightsDownloadError(
+                f"{self.what}: not complete after {elapsed:.0f} s ({received} bytes received); "
+                f"the network is too slow, try again later or raise ${DEADLINE_ENV} "
+                f"(now {self.deadline:g} s)"
+            )
 
 
 def sha256_of(path):
@@ -43,7 +126,7 @@ def gdrive_id(source):
 def source_url(source):
     """A human-usable URL of a registry `source` (`gdrive:<id>` or a URL)."""
     drive_id = gdrive_id(source)
-    return f"https://drive.google.com/uc?id={drive_id}" if drive_id else source
+    return GDRIVE_URL.format(id=drive_id) if drive_id else source
 
 
 def mirror_url(info):
@@ -70,29 +153,41 @@ def _check_payload(path, expected_sha256, what):
             )
 
 
-def download_url(url, output, expected_sha256=None, progress=True):
-    """Download `url` to `output` (written atomically), checking its length and sha256."""
+def download_url(url, output, expected_sha256=None, progress=True, max_bytes=None):
+    """Download `url` to `output` (written atomically), checking its length and sha256.
+    Stall timeout, deadline and size cap (`max_bytes`, else the default): see the module."""
     from tqdm import tqdm
 
+    stall = stall_timeout()
+    limits = _Limits(url, max_bytes)
     with atomic_output(output) as tmp:
+        received = 0
         try:
-            with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
+            with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=stall) as response:
                 total = response.headers.get("Content-Length")
                 total = int(total) if total else None
-                received = 0
+                limits.check(total or 0)
+                # read1: whatever has arrived, so that a trickle is checked against the deadline
+                read = getattr(response, "read1", response.read)
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=os.path.basename(output), disable=not progress) as bar:
                     while True:
                         try:
-                            chunk = response.read(CHUNK)
-                        except Exception as error:  # http.client.IncompleteRead and kin
+                            chunk = read(CHUNK)
+                        except TimeoutError as error:
+                            raise WeightsDownloadError(
+                                f"{url}: no data for {stall:g} s after {received} bytes (the "
+                                f"connection stalled); try again later or raise ${STALL_TIMEOUT_ENV}"
+                            ) from error
+                        except Exception as error:  # IncompleteRead, ConnectionResetError and kin
                             raise WeightsDownloadError(
                                 f"{url}: connection broken after {received} bytes ({error})"
                             ) from error
                         if not chunk:
                             break
-                        f.write(chunk)
                         received += len(chunk)
+                        limits.check(received)
+                        f.write(chunk)
                         bar.update(len(chunk))
             if total is not None and received != total:
                 raise WeightsDownloadError(
@@ -100,51 +195,148 @@ def download_url(url, output, expected_sha256=None, progress=True):
                 )
         except urllib.error.HTTPError as error:
             raise WeightsDownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        except TimeoutError as error:  # while connecting or waiting for the headers
+            raise WeightsDownloadError(
+                f"{url}: no answer within {stall:g} s; try again later or raise ${STALL_TIMEOUT_ENV}"
+            ) from error
+        except (urllib.error.URLError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, TimeoutError):
+                raise WeightsDownloadError(
+                    f"{url}: no answer within {stall:g} s; try again later or raise ${STALL_TIMEOUT_ENV}"
+                ) from error
             raise WeightsDownloadError(f"{url}: cannot connect ({reason})") from error
         _check_payload(tmp, expected_sha256, url)
     return output
 
 
-def download_gdrive(file_id, output, expected_sha256=None, progress=True):
-    """Download a Google Drive file with `gdown` (which gets past Drive's confirmation
-    page for large files) to `output`, atomically."""
-    import gdown
+# gdown runs in a child process, so that it can be stopped: requests' timeout only bounds
+# each read, and a thread cannot be killed. The child leaves when its parent dies.
+_GDOWN_CHILD = """
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(3)
+threading.Thread(target=watch, daemon=True).start()
+import gdown
+url, output, quiet, timeout = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
+sys.exit(0 if gdown.download(url=url, output=output, quiet=quiet, timeout=timeout) else 1)
+"""
 
-    what = f"Google Drive file {file_id}"
+
+def _directory_size(directory):
+    total = 0
+    for entry in os.scandir(directory):
+        with contextlib.suppress(OSError):
+            total += entry.stat().st_size
+    return total
+
+
+def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_bytes=None):
+    """Download a Google Drive file with `gdown` (which gets past Drive's confirmation
+    page for large files) to `output`, atomically, under the same stall timeout,
+    deadline and size cap as `download_url`."""
+    from tqdm import tqdm
+
+    url = GDRIVE_URL.format(id=file_id)
+    what = f"Google Drive file {file_id} ({url})"
+    limits = _Limits(what, max_bytes)
     # gdown keeps the received bytes of a failed download beside its output (for
     # resuming); a private directory, removed whatever happens, keeps them out of the cache.
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
-                                     prefix=".gdown-") as directory:
+                                     prefix=f".gdown-{os.path.basename(output)}-") as directory:
         tmp = os.path.join(directory, "checkpoint")
-        try:
-            result = gdown.download(id=file_id, output=tmp, quiet=not progress)
-        except Exception as error:  # gdown raises its own and requests' errors
-            raise WeightsDownloadError(f"{what}: {type(error).__name__}: {error}") from error
-        if result is None or not os.path.isfile(tmp) or not os.path.getsize(tmp):
-            raise WeightsDownloadError(f"{what}: gdown could not download it")
+        log_path = os.path.join(directory, "gdown.log")
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _GDOWN_CHILD, url, tmp, "1", str(stall_timeout())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                with tqdm(unit="B", unit_scale=True, unit_divisor=1024,
+                          desc=os.path.basename(output), disable=not progress) as bar:
+                    while child.poll() is None:
+                        time.sleep(0.2)
+                        received = _directory_size(directory) - os.path.getsize(log_path)
+                        bar.update(max(received - bar.n, 0))
+                        limits.check(received)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
+        with open(log_path, "rb") as log:
+            lines = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+        last = next((line for line in reversed(lines) if line), "no output")
+        if child.returncode != 0 or not os.path.isfile(tmp) or not os.path.getsize(tmp):
+            raise WeightsDownloadError(f"{what}: gdown could not download it to {output} ({last})")
         _check_payload(tmp, expected_sha256, what)
         os.replace(tmp, output)
     return output
 
 
-def download_source(source, output, expected_sha256=None, progress=True):
+def download_source(source, output, expected_sha256=None, progress=True, max_bytes=None):
     """Download a registry `source` (`gdrive:<id>` or an http(s) URL) to `output`."""
     drive_id = gdrive_id(source)
     if drive_id:
-        return download_gdrive(drive_id, output, expected_sha256, progress)
+        return download_gdrive(drive_id, output, expected_sha256, progress, max_bytes)
     if source.startswith(("http://", "https://", "file://")):
-        return download_url(source, output, expected_sha256, progress)
+        return download_url(source, output, expected_sha256, progress, max_bytes)
     raise ValueError(f"unsupported weights source {source!r} (expected gdrive:<id> or a URL)")
 
 
 # --- the cache ------------------------------------------------------------------------
 
-def _lock(path):
-    from filelock import FileLock
+@contextlib.contextmanager
+def _locked(path):
+    """Hold `path`'s cache lock; while another process holds it, say so, and give up
+    after `lock_timeout()`. Then remove what killed runs for `path` left behind: as
+    long as the lock is held, no other process is writing them."""
+    from filelock import FileLock, Timeout
 
-    return FileLock(path + ".lock")
+    lock = FileLock(path + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        timeout = lock_timeout()
+        print(f"Waiting for another process to finish getting {path} (it holds "
+              f"{lock.lock_file}); giving up after {timeout:g} s (${LOCK_TIMEOUT_ENV})",
+              file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise WeightsDownloadError(
+                f"gave up after {timeout:g} s waiting for another process to finish getting "
+                f"{path} (it holds the lock {lock.lock_file}); let it finish and try again, "
+                f"or raise ${LOCK_TIMEOUT_ENV}"
+            ) from None
+    try:
+        remove_leftovers(path)
+        yield
+    finally:
+        lock.release()
+
+
+def leftovers(path):
+    """Temporary files and folders of unfinished downloads of `path` in its directory."""
+    directory, base = os.path.split(os.path.abspath(path))
+    name = re.escape(base)
+    pattern = re.compile(
+        rf"^(\.tmp_\w{{8}}{name}|(\.tmp_\w{{8}})?\.original-{name}-\w+\.pth|\.gdown-(\.original-{name}-\w+\.pth|{name})-\w+)$"
+    )
+    if not os.path.isdir(directory):
+        return []
+    return [os.path.join(directory, n) for n in sorted(os.listdir(directory)) if pattern.match(n)]
+
+
+def remove_leftovers(path):
+    for leftover in leftovers(path):
+        if os.path.isdir(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
 
 
 def fetch(weights_id, tag, progress=True):
@@ -154,14 +346,14 @@ def fetch(weights_id, tag, progress=True):
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _lock(path):
+    with _locked(path):
         if os.path.exists(path):  # another process got it while we waited
             return path
         failures = []
         url = mirror_url(info)
         if url:
             try:
-                return download_url(url, path, info["sha256"], progress)
+                return download_url(url, path, info["sha256"], progress, info.get("size"))
             except WeightsDownloadError as error:
                 failures.append(f"mirror: {error}")
         elif os.environ.get(registry.MIRROR_ENV, "").strip():
@@ -178,7 +370,8 @@ def _download_and_convert(weights_id, info, path, progress):
     from keras_pf.weights.convert import save_converted
 
     directory = os.path.dirname(path)
-    fd, original = tempfile.mkstemp(dir=directory, prefix=".original-", suffix=".pth")
+    fd, original = tempfile.mkstemp(dir=directory, prefix=f".original-{os.path.basename(path)}-",
+                                    suffix=".pth")
     os.close(fd)
     try:
         download_source(info["source"], original, info.get("source_sha256"), progress)
@@ -219,7 +412,7 @@ def import_file(path, weights_id, tag, progress=False):
     _, tag, info = registry.resolve(weights_id, tag)
     target = registry.weights_path(weights_id, tag)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    with _lock(target):
+    with _locked(target):
         if str(path).endswith(TORCH_SUFFIXES):
             _check_payload(path, info.get("source_sha256"), path)
             save_converted(registry.build_model(weights_id), path, target)

@@ -124,7 +124,12 @@ def looks_like_html(path):
     """True if the file is a web page (what Google Drive sends for a quota or
     virus-scan warning, with HTTP 200) rather than the file asked for."""
     with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
+        head = f.read(512)
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):  # a byte-order mark before the markup
+            head = head[len(bom):].decode(codec, errors="ignore").encode("ascii", errors="ignore")
+            break
+    head = head.lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html"))
 
 
