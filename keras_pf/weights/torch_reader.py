@@ -27,7 +27,7 @@ is allocated or inflated. How:
 
 import argparse
 import collections
-import io
+import os
 import pickletools
 import re
 import zipfile
@@ -435,7 +435,9 @@ class _Archive:
             self.zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             self.fail_not_zip()
-        except (ValueError, NotImplementedError, OverflowError, EOFError) as error:
+        except (ValueError, NotImplementedError, OverflowError, EOFError, OSError) as error:
+            if isinstance(error, OSError) and not os.path.isfile(path):
+                raise
             raise CheckpointError(f"{path}: the zip container is corrupt "
                                   f"({str(error)[:120]})") from None
         names = [info.filename for info in self.zip.infolist()]
@@ -500,7 +502,7 @@ class _Archive:
         except CheckpointError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
-                OverflowError, RuntimeError) as error:
+                OverflowError, RuntimeError, OSError) as error:  # OSError: seek before start
             raise CheckpointError(f"{where} cannot be read ({str(error)[:120]}): the file "
                                   "is corrupt (download it again)") from None
         return buffer
