@@ -138,12 +138,10 @@ def pickle_name(members):
 def deflate_bomb(path, pickle_bytes, member, size, prefix="archive/"):
     """A checkpoint whose `member` inflates to `size` zero bytes (written streaming, so
     a GiB-sized member costs a few MB here)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         if member != prefix + "data.pkl":
-            z.writestr(prefix + "data.pkl", pickle_bytes)
-        info = zipfile.ZipInfo(member)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with z.open(info, "w", force_zip64=True) as f:
+            z.writestr(prefix + "data.pkl", pickle_bytes, compress_type=zipfile.ZIP_STORED)
+        with z.open(member, "w", force_zip64=True) as f:
             chunk = bytes(1 << 20)
             for _ in range(size >> 20):
                 f.write(chunk)

@@ -27,6 +27,7 @@ is allocated or inflated. How:
 
 import argparse
 import collections
+import io
 import os
 import pickletools
 import re
@@ -53,7 +54,7 @@ _STORAGE_DTYPES = {
 # Without a budget from the caller: 2**28 elements (1 GiB of float32), above every
 # published model (the largest has 94M parameters).
 DEFAULT_MAX_ELEMENTS = 2 ** 28
-_MAX_PICKLE_BYTES = 64 * 2 ** 20  # a full training checkpoint's data.pkl is < 1 MiB
+_MAX_PICKLE_BYTES = 16 * 2 ** 20  # a full training checkpoint's data.pkl is < 1 MiB
 _MAX_OPS = 2_000_000  # ~20 per tensor in genuine files
 _MAX_NODES = 1_000_000  # objects in the structure, shared references counted each time
 _MAX_DEPTH = 64  # genuine checkpoints nest 2-6 deep
@@ -158,24 +159,40 @@ class _Unpickler:
         raise (UnsafeCheckpointError if unsafe else CheckpointError)(f"{self.source}: {message}")
 
     def ops(self):
-        try:
-            for op, arg, pos in pickletools.genops(self.data):
-                yield op.name, arg, pos
-        except (ValueError, UnicodeDecodeError, OverflowError) as error:
-            self.fail(f"data.pkl is not a valid pickle ({str(error)[:120]}): the file is corrupt")
+        """`(opcode name, argument, position)`, as `pickletools.genops`, but an opcode
+        outside the allow-list is refused by name before its argument is read."""
+        stream = io.BytesIO(self.data)
+        while True:
+            pos = stream.tell()
+            code = stream.read(1)
+            if not code:
+                self.fail("data.pkl ends before its STOP opcode: the file is truncated or corrupt")
+            op = pickletools.code2op.get(code.decode("latin-1"))
+            if op is None:
+                self.fail(f"data.pkl has an unknown pickle opcode {code!r} at byte {pos}: the "
+                          "file is corrupt")
+            if op.name not in _ALLOWED_OPCODES:
+                self.fail(f"data.pkl uses the pickle opcode {op.name} (byte {pos}), which a "
+                          "tensor checkpoint never needs; refusing to load it (nothing was "
+                          "executed)", unsafe=True)
+            try:
+                arg = op.arg.reader(stream) if op.arg is not None else None
+            except (ValueError, UnicodeDecodeError, OverflowError) as error:
+                self.fail(f"data.pkl is not a valid pickle ({op.name} at byte {pos}: "
+                          f"{str(error)[:100]}): the file is corrupt")
+            yield op.name, arg, pos
+            if op.name == "STOP":
+                return
 
     def check(self):
-        """Pass 1: every opcode and GLOBAL allowed, before anything is built."""
+        """Pass 1: every opcode and GLOBAL allowed (walking the whole stream) before
+        anything is built."""
         count = 0
         for name, arg, pos in self.ops():
             count += 1
             if count > _MAX_OPS:
                 self.fail(f"data.pkl has more than {_MAX_OPS} pickle operations; "
                           "a tensor checkpoint needs far fewer", unsafe=True)
-            if name not in _ALLOWED_OPCODES:
-                self.fail(f"data.pkl uses the pickle opcode {name} (byte {pos}), which a "
-                          "tensor checkpoint never needs; refusing to load it (nothing was "
-                          "executed)", unsafe=True)
             if name == "GLOBAL":
                 self.resolve(*arg.split(" ", 1))
 
