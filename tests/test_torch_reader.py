@@ -346,3 +346,9 @@ def test_fuzzed_parity_checkpoints_keep_the_contract():
     result = reader_child.run(["fuzz", examples, seed], timeout=120 + examples * 3)
     assert result.returncode == 0, (
         f"fuzzing failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-8000:]}")
+
+
+def test_any_stride_on_a_dimension_of_size_one(tmp_path):
+    """Found by the fuzzer: a huge stride where it never steps overflowed numpy."""
+    path = _raw(tmp_path, FOUR, 4, 1, (1, 3), (2 ** 61, 1))
+    np.testing.assert_array_equal(load_state_dict(path)["w"], [[1, 2, 3]])

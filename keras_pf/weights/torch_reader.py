@@ -418,6 +418,8 @@ class _Unpickler:
                 self.fail(f"storage `{storage.key}`: a tensor reaches element {last}, "
                           f"outside its storage of {storage.numel} elements; the file is "
                           "truncated, corrupt or hostile")
+        # A dimension of size 1 never steps: its stride (any size) is irrelevant.
+        stride = tuple(s if n > 1 else 0 for n, s in zip(shape, stride))
         return _TensorRef(storage, offset, shape, stride)
 
     def check_structure(self, root):
@@ -622,7 +624,8 @@ class _Checkpoint:
 def _view(flat, ref, storage):
     """The tensor `ref` declares, from its storage's elements (bounds checked already)."""
     itemsize = flat.dtype.itemsize
-    contiguous = tuple(int(np.prod(ref.shape[i + 1:], dtype=object)) for i in range(len(ref.shape)))
+    contiguous = tuple(int(np.prod(ref.shape[i + 1:], dtype=object)) if n > 1 else 0
+                       for i, n in enumerate(ref.shape))
     if ref.size == 0:
         array = np.zeros(ref.shape, flat.dtype)
     elif ref.stride == contiguous or ref.size == 1:
