@@ -28,14 +28,26 @@ def load_reader():
     return module
 
 
+def peak_rss():
+    """This process's peak resident memory in bytes (VmHWM: unlike getrusage's
+    ru_maxrss, not inherited from the parent across exec)."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def read(path, max_elements=None):
+    """One line: `OK <tensors> <bytes> grew=<peak RSS growth>` or `ERROR <class>: <message>`."""
     reader = load_reader()
     kwargs = {} if max_elements is None else {"max_elements": int(max_elements)}
+    before = peak_rss()
     try:
         state = reader.load_state_dict(path, **kwargs)
     except reader.CheckpointError as error:
         return f"ERROR {type(error).__name__}: {error}"
-    return f"OK {len(state)}"
+    grew = peak_rss() - before
+    return f"OK {len(state)} {sum(v.nbytes for v in state.values())} grew={grew}"
 
 
 def run(args, timeout=60, memory=MEMORY_LIMIT, env=None):

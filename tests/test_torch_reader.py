@@ -352,3 +352,25 @@ def test_any_stride_on_a_dimension_of_size_one(tmp_path):
     """Found by the fuzzer: a huge stride where it never steps overflowed numpy."""
     path = _raw(tmp_path, FOUR, 4, 1, (1, 3), (2 ** 61, 1))
     np.testing.assert_array_equal(load_state_dict(path)["w"], [[1, 2, 3]])
+
+
+def test_full_size_checkpoint_peak_memory_and_a_hostile_one(tmp_path):
+    """PF-ResNet50-max's full-size checkpoint (random tensors, original key list): read
+    with at most ~1.2x its size in extra memory; the same file plus a zero-stride bomb
+    within the default cap, refused with the model's budget and no growth."""
+    import json
+
+    from conftest import PARITY_KEYS
+
+    keys = json.loads((PARITY_KEYS / "resnet50_max.json").read_text())["state_dict"]
+    state = torch_format.random_state_dict(keys)
+    weights = sum(v.nbytes for v in state.values())
+    budget = sum(v.size for v in state.values()) + 2 ** 22  # as convert._element_budget
+    path = torch_format.save(state, tmp_path / "r50max.pth")
+    out = _read_in_child(path, budget)
+    tensors, nbytes, grew = out.split()[1:]
+    assert int(tensors) == len(state) and int(nbytes) == weights, out
+    assert int(grew.split("=")[1]) < 1.2 * weights, (out, weights)
+    state["bomb"] = torch_format.Raw(FOUR, 4, 0, (2 ** 14, 2 ** 13), (0, 0))  # 2**27 elements
+    out = _read_in_child(torch_format.save(state, tmp_path / "bomb.pth"), budget)
+    assert "refused before allocating" in out, out
