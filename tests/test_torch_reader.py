@@ -374,3 +374,21 @@ def test_full_size_checkpoint_peak_memory_and_a_hostile_one(tmp_path):
     state["bomb"] = torch_format.Raw(FOUR, 4, 0, (2 ** 14, 2 ** 13), (0, 0))  # 2**27 elements
     out = _read_in_child(torch_format.save(state, tmp_path / "bomb.pth"), budget)
     assert "refused before allocating" in out, out
+
+
+def test_a_zip_of_many_members_is_refused_before_zipfile_lists_them(tmp_path):
+    path = torch_format.write_archive(tmp_path / "many.pth", {"archive/data.pkl": b"\x80\x02}."})
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")  # end record: entries on this disk, entries in all
+    struct.pack_into("<HH", data, end + 8, 60_001, 60_001)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="declares 60001 members"):
+        load_state_dict(path)
+
+
+def test_a_pickle_of_too_many_operations_is_refused(tmp_path):
+    path = _pickle_checkpoint(tmp_path, b"\x80\x02" + b"N0" * 600_000 + b"}.")
+    start = time.monotonic()
+    with pytest.raises(UnsafeCheckpointError, match="more than 1000000 pickle operations"):
+        load_state_dict(path)
+    assert time.monotonic() - start < 10

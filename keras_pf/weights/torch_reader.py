@@ -55,7 +55,8 @@ _STORAGE_DTYPES = {
 # published model (the largest has 94M parameters).
 DEFAULT_MAX_ELEMENTS = 2 ** 28
 _MAX_PICKLE_BYTES = 16 * 2 ** 20  # a full training checkpoint's data.pkl is < 1 MiB
-_MAX_OPS = 2_000_000  # ~20 per tensor in genuine files
+_MAX_OPS = 1_000_000  # ~20 per tensor in genuine files
+_MAX_MEMBERS = 50_000  # zip entries; torch writes one per storage (~300 for a ResNet-50)
 _MAX_NODES = 1_000_000  # objects in the structure, shared references counted each time
 _MAX_DEPTH = 64  # genuine checkpoints nest 2-6 deep
 _MAX_DIMS = 16
@@ -152,8 +153,6 @@ class _Unpickler:
     def __init__(self, data, source, max_elements):
         self.data, self.source, self.max_elements = data, source, max_elements
         self.storages = {}
-        self.namespaces = set()  # ids of the Namespaces this file created (BUILD targets)
-        self.dicts = set()
 
     def fail(self, message, unsafe=False):
         raise (UnsafeCheckpointError if unsafe else CheckpointError)(f"{self.source}: {message}")
@@ -268,10 +267,10 @@ class _Unpickler:
             items = self.pop_mark(stack, marks)
             self.list_of(stack[-1]).extend(items)
         elif name == "EMPTY_DICT":
-            push(self.new_dict({}))
+            push({})
         elif name == "DICT":
             items = self.pop_mark(stack, marks)
-            d = self.new_dict({})
+            d = {}
             self.set_items(d, items)
             push(d)
         elif name == "SETITEM":
@@ -303,9 +302,7 @@ class _Unpickler:
             if not (isinstance(cls, _Global) and cls.name == _NAMESPACE and args == ()):
                 self.fail(f"data.pkl creates an object of {_describe(cls)} (NEWOBJ); only "
                           "`argparse.Namespace` is allowed", unsafe=True)
-            namespace = argparse.Namespace()
-            self.namespaces.add(id(namespace))
-            push(namespace)
+            push(argparse.Namespace())
         elif name == "BUILD":
             state = stack.pop()
             self.build(stack[-1], state)
@@ -313,17 +310,13 @@ class _Unpickler:
             self.fail(f"data.pkl uses the pickle opcode {name}", unsafe=True)
         return None
 
-    def new_dict(self, d):
-        self.dicts.add(id(d))
-        return d
-
     def list_of(self, target):
         if type(target) is not list:
             self.fail(f"data.pkl appends to {_describe(target)}, not a list")
         return target
 
     def set_items(self, target, items):
-        if id(target) not in self.dicts or not isinstance(target, dict):
+        if not isinstance(target, dict):  # (every dict here is one the file created)
             self.fail(f"data.pkl sets items on {_describe(target)}, not a dict")
         if len(items) % 2:
             raise IndexError("odd number of items")
@@ -341,7 +334,7 @@ class _Unpickler:
             self.fail(f"data.pkl calls {_describe(func)} (REDUCE); only tensor rebuilders "
                       "and OrderedDict are allowed", unsafe=True)
         if func.name == _ORDERED_DICT:
-            d = self.new_dict(collections.OrderedDict())
+            d = collections.OrderedDict()
             if args == ():
                 return d
             if len(args) == 1 and type(args[0]) is list:
@@ -361,13 +354,13 @@ class _Unpickler:
                   "tensor checkpoint calls", unsafe=True)
 
     def build(self, target, state):
-        if id(target) in self.namespaces and isinstance(target, argparse.Namespace):
+        if isinstance(target, argparse.Namespace):  # one the file created (NEWOBJ)
             if not isinstance(state, dict) or not all(
                     isinstance(k, str) and not k.startswith("__") for k in state):
                 self.fail("an argparse.Namespace is given a state that is not a dict of names")
             vars(target).update(state)
             return
-        if id(target) in self.dicts and isinstance(target, dict):
+        if isinstance(target, dict):
             return  # a state dict's `_metadata` (module versions): not needed
         self.fail(f"data.pkl sets the state of {_describe(target)} (BUILD); only dicts and "
                   "Namespaces the file created may be given one", unsafe=True)
@@ -450,6 +443,10 @@ class _Unpickler:
 class _Archive:
     def __init__(self, path):
         self.path = path
+        entries = _declared_entries(path)
+        if entries > _MAX_MEMBERS:
+            raise CheckpointError(f"{path}: the zip declares {entries} members; a checkpoint "
+                                  f"has one per tensor storage (refused above {_MAX_MEMBERS})")
         try:
             self.zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile:
@@ -459,9 +456,9 @@ class _Archive:
                 raise
             raise CheckpointError(f"{path}: the zip container is corrupt "
                                   f"({str(error)[:120]})") from None
-        names = [info.filename for info in self.zip.infolist()]
-        if len(set(names)) != len(names):
-            duplicate = next(n for n in names if names.count(n) > 1)
+        counts = collections.Counter(info.filename for info in self.zip.infolist())
+        duplicate = next((n for n, count in counts.items() if count > 1), None)
+        if duplicate is not None:
             self.close()
             raise CheckpointError(f"{path}: the archive holds `{duplicate[:100]}` twice; a "
                                   "genuine checkpoint never does (the file was tampered with)")
@@ -525,6 +522,24 @@ class _Archive:
             raise CheckpointError(f"{where} cannot be read ({str(error)[:120]}): the file "
                                   "is corrupt (download it again)") from None
         return buffer
+
+
+def _declared_entries(path):
+    """The member count in the zip's end record (0 if there is none), read before
+    `zipfile` builds an object per member."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 12:
+        return 0
+    entries = int.from_bytes(tail[at + 10:at + 12], "little")
+    zip64 = tail.rfind(b"PK\x06\x06", 0, at)
+    if entries == 0xFFFF and zip64 >= 0 and len(tail) >= zip64 + 40:
+        entries = int.from_bytes(tail[zip64 + 32:zip64 + 40], "little")
+    return entries
 
 
 def looks_like_html(path):
@@ -692,9 +707,6 @@ def load_state_dict(path, max_elements=DEFAULT_MAX_ELEMENTS):
     """
     checkpoint = _Checkpoint(path, max_elements)
     try:
-        refs = extract_state_dict(checkpoint.root, source=str(path))
-        if all(isinstance(v, np.ndarray) for v in refs.values()):
-            return refs
-        return checkpoint.read_tensors(refs)
+        return checkpoint.read_tensors(extract_state_dict(checkpoint.root, source=str(path)))
     finally:
         checkpoint.close()
