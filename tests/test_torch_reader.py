@@ -330,7 +330,10 @@ def test_model_wrapper_with_metadata_beside_the_tensors(tmp_path):
 def test_integer_keys_are_named(tmp_path):
     path = torch_format.save({1: np.ones(2, np.float32), "b": np.ones(2, np.float32)},
                              tmp_path / "int.pth")
-    with pytest.raises(CheckpointError, match="key 1 is not a string"):
+    with pytest.raises(CheckpointError, match="key 1 is not a parameter name"):
+        load_state_dict(path)
+    path = torch_format.save({"a\nb": np.ones(2, np.float32)}, tmp_path / "newline.pth")
+    with pytest.raises(CheckpointError, match=r"key 'a\\nb' is not a parameter name"):
         load_state_dict(path)
 
 

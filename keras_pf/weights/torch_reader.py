@@ -690,10 +690,11 @@ def extract_state_dict(obj, source="checkpoint"):
         keys = [_describe(k) for k in list(obj)[:10]]
         raise CheckpointError(f"{source}: no tensors found; top-level keys are "
                               f"{', '.join(keys) or 'none'}")
-    bad = next((k for k in tensors if not isinstance(k, str)), None)
-    if bad is not None:
-        raise CheckpointError(f"{source}: tensor key {_describe(bad)} is not a string; a "
-                              "state dict's keys are parameter names")
+    bad = next((k for k in tensors
+                if not (isinstance(k, str) and k.isprintable() and len(k) <= 300)), None)
+    if bad is not None:  # (the key goes into later messages: one printable line)
+        raise CheckpointError(f"{source}: tensor key {_describe(bad)} is not a parameter "
+                              "name (a string of printable characters)")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors
