@@ -9,7 +9,8 @@ import pytest
 
 import keras_pf
 from keras_pf.layers import resize_grid
-from keras_pf.weights import WeightMappingError, load_state_dict, load_torch_weights
+from keras_pf.weights import (CheckpointError, WeightMappingError, load_state_dict,
+                              load_torch_weights)
 from keras_pf.cli import main as cli_main
 
 from conftest import PARITY_KEYS, ParityCase
@@ -111,8 +112,6 @@ def test_cli_convert_writes_a_loadable_file_and_nothing_on_failure(tmp_path, cap
 
 
 # --- checkpoint errors through every entry point (issue 10) --------------------------
-
-from keras_pf.weights import CheckpointError  # noqa: E402
 
 
 @pytest.mark.parametrize("value, message", [

@@ -1,7 +1,10 @@
 """The checkpoint reader: every layout in the parity folder, and hostile or broken files."""
 
+import argparse
 import os
 import pickle
+import struct
+import time
 import zipfile
 
 import numpy as np
@@ -10,7 +13,8 @@ import pytest
 from keras_pf.weights.torch_reader import (CheckpointError, UnsafeCheckpointError,
                                            load_state_dict, read_checkpoint)
 
-from conftest import PARITY_CASES
+from conftest import DATA, PARITY_CASES
+import reader_child
 import torch_format
 
 
@@ -87,14 +91,6 @@ def test_non_contiguous_and_scalar_tensors_round_trip(tmp_path):
 
 
 # --- hostile files: one regression test per attack class (issue 10) -----------------
-
-import argparse
-import struct
-import time
-
-import reader_child
-from conftest import DATA
-
 
 def _read_in_child(path, max_elements=None):
     """`load_state_dict` in a memory- and time-limited child: its one output line."""
