@@ -53,17 +53,18 @@ def read(path, max_elements=None):
 def run(args, timeout=60, memory=MEMORY_LIMIT, env=None):
     """Run this script with `args` in a child limited to `memory` bytes of address space
     and `timeout` seconds. Returns the CompletedProcess (a crash: negative returncode)."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-    child_env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
+    # (the child sets the limit itself: preexec_fn is unsafe in a threaded parent)
+    child_env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                     READER_CHILD_MEMORY=str(memory), **(env or {}))
     return subprocess.run([sys.executable, __file__, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit, env=child_env)
+                          text=True, timeout=timeout, env=child_env)
 
 
 if __name__ == "__main__":
     import faulthandler
 
+    memory = int(os.environ.get("READER_CHILD_MEMORY", MEMORY_LIMIT))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     faulthandler.enable()
     if sys.argv[1] == "read":
         faulthandler.dump_traceback_later(EXAMPLE_SECONDS, exit=True)
