@@ -304,8 +304,10 @@ def test_duplicate_dict_keys_are_refused(tmp_path):
 
 
 def test_genuine_float64_bfloat16_int32_non_contiguous_file_written_by_torch():
-    """Written by torch 2.13 (`torch.save({"model": state_dict, "meta_info": str, ...})`),
-    the expected arrays by torch itself (bfloat16 as float32)."""
+    """Written by torch 2.13: `torch.save({"model": sd, "meta_info": "...", "epoch": 3})`
+    with sd = a transposed float32, float64, bfloat16, a float16 slice `[1:4, ::2]`
+    (offset and step into a shared storage), int32, a 0-d int64, a Parameter and bool;
+    the expected arrays by torch itself (`.numpy()`, bfloat16 via `.float()`)."""
     state = load_state_dict(DATA / "genuine_dtypes.pth")
     expected = np.load(DATA / "genuine_dtypes_expected.npz")
     assert list(state) == list(expected.files)
