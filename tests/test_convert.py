@@ -2,13 +2,15 @@
 `weights=<path>.pth` at several input sizes."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 import keras_pf
 from keras_pf.layers import resize_grid
-from keras_pf.weights import WeightMappingError, load_state_dict, load_torch_weights
+from keras_pf.weights import (CheckpointError, WeightMappingError, load_state_dict,
+                              load_torch_weights)
 from keras_pf.cli import main as cli_main
 
 from conftest import PARITY_KEYS, ParityCase
@@ -107,3 +109,62 @@ def test_cli_convert_writes_a_loadable_file_and_nothing_on_failure(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r50max.pth"]
     assert cli_main(["convert", "PFResNet50Max", str(ckpt), str(tmp_path / "x.h5")]) == 2
     assert "weights.h5" in capsys.readouterr().err
+
+
+# --- checkpoint errors through every entry point (issue 10) --------------------------
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.float32("nan"), "NaN or infinite"), (np.float32("inf"), "NaN or infinite"),
+    (None, "int32 values where the model needs floats")])
+def test_nan_inf_and_integer_weights_are_named(resnet_case, value, message):
+    case, state = resnet_case
+    state = dict(state)
+    if value is None:
+        state["fc.weight"] = state["fc.weight"].astype(np.int32)
+    else:
+        state["fc.weight"] = state["fc.weight"].copy()
+        state["fc.weight"][3, 4] = value
+    model = case.build()
+    before = [v.numpy() for v in model.weights]
+    with pytest.raises(CheckpointError, match=rf"`fc\.weight`.*{message}"):
+        load_torch_weights(model, state)
+    _assert_unchanged(model, before)
+
+
+def _hostile_checkpoints(tmp_path):
+    """A file past its storage (a SIGSEGV before), and one with a pickle opcode outside
+    the allow-list (a raw TypeError before)."""
+    oob = torch_format.save({"conv1.0.weight": torch_format.Raw(
+        bytes(16), 4, 0, (2, 2), (-2 ** 40, 1))}, tmp_path / "oob.pth")
+    opcode = torch_format.write_archive(tmp_path / "obj.pth", {
+        "archive/data.pkl": b"\x80\x02(ccollections\nOrderedDict\no."})
+    return {"outside its storage|negative": oob, "OBJ": opcode}
+
+
+def test_every_entry_point_gives_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from keras_pf.weights import registry
+    from conftest import load_tool
+
+    for message, path in _hostile_checkpoints(tmp_path).items():
+        out = tmp_path / "out.weights.h5"
+        assert cli_main(["convert", "PFResNet50Max", str(path), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err, err
+        assert re.search(message, err) and not out.exists(), err
+        with pytest.raises(CheckpointError, match=message):
+            keras_pf.PFResNet(block="max", depths=(1, 1, 1, 1), width_mult=0.25,
+                              input_shape=(32, 32, 3), classes=10, weights=str(path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    assert cli_main(["weights", "import", str(path), "--model", "pf_resnet50_max"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OBJ" in err and "Traceback" not in err, err
+    assert not list((tmp_path / "keras_home").rglob("*.h5"))
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    (folder / "pf_resnet50_max_long.pth").write_bytes(path.read_bytes())
+    monkeypatch.setattr(registry, "write_table", lambda: pytest.fail("registry written"))
+    with pytest.raises(CheckpointError, match="OBJ"):  # its __main__ prints it as one line
+        load_tool("convert_weights").main([str(folder), "--output", str(tmp_path / "pub")])
+    assert not list((tmp_path / "pub").iterdir())
+

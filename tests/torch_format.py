@@ -11,7 +11,30 @@ import zipfile
 import numpy as np
 
 _STORAGE = {np.dtype("float32"): "FloatStorage", np.dtype("float16"): "HalfStorage",
-            np.dtype("int64"): "LongStorage"}
+            np.dtype("float64"): "DoubleStorage", np.dtype("int64"): "LongStorage",
+            np.dtype("int32"): "IntStorage", np.dtype("bool"): "BoolStorage"}
+_BFLOAT16 = "BFloat16Storage"
+
+
+class BFloat16:
+    """A float32 array to be written as bfloat16 (rounded to nearest even, as torch does)."""
+
+    def __init__(self, array):
+        bits = np.asarray(array, np.float32).view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        self.bits = rounded.astype(np.uint16)
+
+    def as_float32(self):
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class Raw:
+    """A tensor with any rebuild arguments, for hostile files: `data` (bytes) is the
+    storage written, `numel` the element count the pickle declares for it."""
+
+    def __init__(self, data, numel, offset, shape, stride, storage="FloatStorage"):
+        self.data, self.numel, self.storage = bytes(data), numel, storage
+        self.args = (offset, tuple(shape), tuple(stride))
 
 
 def _fake_torch_globals():
@@ -25,7 +48,7 @@ def _fake_torch_globals():
     _rebuild_tensor_v2.__module__ = "torch._utils"
     _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
     utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-    for name in set(_STORAGE.values()):
+    for name in set(_STORAGE.values()) | {_BFLOAT16}:
         cls = type(name, (), {"__module__": "torch"})
         setattr(torch, name, cls)
     torch._utils = utils
@@ -33,13 +56,14 @@ def _fake_torch_globals():
 
 
 class _Tensor:
-    def __init__(self, array, key, rebuild):
+    def __init__(self, array, key, rebuild, storage, numel, args=None):
         self.array, self.key, self.rebuild = array, key, rebuild
+        self.storage, self.numel, self.args = storage, numel, args
 
     def __reduce__(self):
         a = self.array
-        stride = tuple(s // a.itemsize for s in a.strides) if a.ndim else ()
-        return self.rebuild, (("storage", self, self.key, "cpu", a.size), 0, a.shape, stride,
+        args = self.args or (0, a.shape, tuple(s // a.itemsize for s in a.strides))
+        return self.rebuild, (("storage", self, self.key, "cpu", self.numel), *args,
                               False, collections.OrderedDict())
 
 
@@ -49,15 +73,20 @@ def save(obj, path, name="archive"):
     saved = {}
     try:
         sys.modules.update(fakes)
-        storage_types = {dt: getattr(fakes["torch"], n) for dt, n in _STORAGE.items()}
         rebuild = fakes["torch._utils"]._rebuild_tensor_v2
 
         def wrap(o):
+            key = str(len(saved))
+            if isinstance(o, Raw):
+                saved[key] = o.data
+                return _Tensor(np.zeros(0), key, rebuild, o.storage, o.numel, o.args)
+            if isinstance(o, BFloat16):
+                saved[key] = o.bits.astype("<u2").tobytes()
+                return _Tensor(o.bits, key, rebuild, _BFLOAT16, o.bits.size)
             if isinstance(o, np.ndarray):
-                key = str(len(saved))
                 array = o.copy(order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
-                saved[key] = array
-                return _Tensor(array, key, rebuild)
+                saved[key] = array.astype(array.dtype.newbyteorder("<")).tobytes()
+                return _Tensor(array, key, rebuild, _STORAGE[array.dtype], array.size)
             if isinstance(o, dict):
                 return collections.OrderedDict((k, wrap(v)) for k, v in o.items())
             return o
@@ -65,8 +94,8 @@ def save(obj, path, name="archive"):
         class Pickler(pickle.Pickler):
             def persistent_id(self, o):
                 if isinstance(o, tuple) and len(o) == 5 and o[0] == "storage":
-                    t = o[1]
-                    return ("storage", storage_types[t.array.dtype], o[2], o[3], o[4])
+                    storage = getattr(fakes["torch"], o[1].storage)
+                    return ("storage", storage, o[2], o[3], o[4])
                 return None
 
         import io
@@ -76,12 +105,77 @@ def save(obj, path, name="archive"):
     finally:
         for key in fakes:
             sys.modules.pop(key, None)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{name}/data.pkl", buffer.getvalue())
-        z.writestr(f"{name}/byteorder", "little")
-        for key, array in saved.items():
-            z.writestr(f"{name}/data/{key}", array.astype(array.dtype.newbyteorder("<")).tobytes())
+    members = {f"{name}/data.pkl": buffer.getvalue(), f"{name}/byteorder": b"little"}
+    members.update((f"{name}/data/{key}", data) for key, data in saved.items())
+    return write_archive(path, members)
+
+
+def write_archive(path, members, deflated=()):
+    """A zip of `{name: bytes}` (a list of pairs may repeat a name); members named in
+    `deflated` are compressed."""
+    import warnings
+
+    items = members.items() if isinstance(members, dict) else members
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns on a duplicate name
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+            for member, data in items:
+                method = zipfile.ZIP_DEFLATED if member in deflated else zipfile.ZIP_STORED
+                z.writestr(zipfile.ZipInfo(member), data, compress_type=method)
     return path
+
+
+def read_archive(path):
+    """`{name: bytes}` of every member of the zip at `path`."""
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def pickle_name(members):
+    return next(n for n in members if n.endswith("data.pkl"))
+
+
+def deflate_bomb(path, pickle_bytes, member, size, prefix="archive/"):
+    """A checkpoint whose `member` inflates to `size` zero bytes (written streaming, so
+    a GiB-sized member costs a few MB here)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        if member != prefix + "data.pkl":
+            z.writestr(prefix + "data.pkl", pickle_bytes, compress_type=zipfile.ZIP_STORED)
+        with z.open(member, "w", force_zip64=True) as f:
+            chunk = bytes(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+            f.write(bytes(size & ((1 << 20) - 1)))
+    return path
+
+
+def patch_member_header(path, member, flag_bits=None, method=None):
+    """Rewrite a member's general-purpose flags or compression method in both its local
+    and central headers (an encrypted or zstd member, as a hostile file would have)."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(member).header_offset
+    central = _central_entry(data, member.encode())
+    for at, flags_at, method_at in ((local, 6, 8), (central, 8, 10)):
+        if flag_bits is not None:
+            struct.pack_into("<H", data, at + flags_at, flag_bits)
+        if method is not None:
+            struct.pack_into("<H", data, at + method_at, method)
+    open(path, "wb").write(bytes(data))
+    return path
+
+
+def _central_entry(data, name):
+    import struct
+
+    at = data.index(b"PK\x01\x02")
+    while True:
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, at + 28)
+        if data[at + 46:at + 46 + name_len] == name:
+            return at
+        at += 46 + name_len + extra_len + comment_len
 
 
 def random_state_dict(key_list, seed=0):

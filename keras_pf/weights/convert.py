@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from keras_pf.files import atomic_output
-from keras_pf.weights.torch_reader import load_state_dict
+from keras_pf.weights.torch_reader import CheckpointError, load_state_dict
 
 
 class WeightMappingError(ValueError):
@@ -112,7 +112,7 @@ def torch_to_keras(model, state_dict, source="checkpoint"):
     skipped_head = []
 
     def put(variable, array, key):
-        array = np.asarray(array, dtype=np.float32)
+        array = _as_float(array, variable.dtype, key, source)
         if tuple(variable.shape) != array.shape:
             raise WeightMappingError(
                 f"Model '{model.name}': {source} key `{key}` has shape "
@@ -165,7 +165,8 @@ def torch_to_keras(model, state_dict, source="checkpoint"):
             put(layer.kernel if slot == "weight" else layer.bias,
                 _dense(value) if slot == "weight" else value, key)
         elif kind == "pos_embed":
-            put(layer.embedding, _pos_embed_grid(value, layer.embedding.shape, key, model), key)
+            grid = _as_float(value, np.float32, key, source)
+            put(layer.embedding, _pos_embed_grid(grid, layer.embedding.shape, key, model), key)
 
     missing = [v.path for v in model.weights if v.path not in assigned]
     if missing:
@@ -175,6 +176,23 @@ def torch_to_keras(model, state_dict, source="checkpoint"):
             "checkpoint was made for a smaller or different configuration."
         )
     return {path: array for path, (array, _) in assigned.items()}
+
+
+def _as_float(array, dtype, key, source):
+    """A checkpoint tensor in the variable's float dtype (float16 / bfloat16 / float64
+    files load too); integers where floats are needed, NaN and inf are errors."""
+    array = np.asarray(array)
+    if array.dtype.kind != "f":
+        raise CheckpointError(
+            f"{source}: `{key}` holds {array.dtype} values where the model needs floats; "
+            "the file is not a weights checkpoint of this model (or was tampered with)."
+        )
+    if not np.isfinite(array).all():
+        raise CheckpointError(
+            f"{source}: `{key}` contains NaN or infinite values; the checkpoint is broken "
+            "(a diverged training run, or a corrupt file)."
+        )
+    return array.astype(dtype, copy=False)
 
 
 def _put_attention(attn, kind, slot, value, key, put):
@@ -230,11 +248,18 @@ def load_torch_weights(model, checkpoint):
     if isinstance(checkpoint, dict):
         state_dict, source = checkpoint, "state dict"
     else:
-        state_dict, source = load_state_dict(checkpoint), str(checkpoint)
+        state_dict = load_state_dict(checkpoint, max_elements=_element_budget(model))
+        source = str(checkpoint)
     values = torch_to_keras(model, state_dict, source=source)
     for variable in model.weights:
         variable.assign(values[variable.path])
     return model
+
+
+def _element_budget(model):
+    """What a checkpoint for `model` may declare: the model's own weights plus room for
+    BatchNorm counters and a position embedding trained at a larger grid."""
+    return sum(int(np.prod(v.shape)) for v in model.weights) + 2 ** 22
 
 
 def save_converted(model, checkpoint, output):
