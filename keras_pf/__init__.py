@@ -1,12 +1,15 @@
 """keras_pf: the networks of "Learning Features with Parameter-Free Layers" (Han et al.,
 ICLR 2022) for Keras 3, with the original ImageNet checkpoints.
 
-The public names are imported on first use (PEP 562), so that `import keras_pf.cli`
-(the `keras-pf` command, its `--help`) does not import Keras and TensorFlow. Loading a
-saved `.keras` model with keras_pf layers needs them registered: touch any keras_pf
-name first (e.g. `keras_pf.MODELS`), as building a model does."""
+The public names are imported on first use (PEP 562). `import keras_pf` still imports
+`keras_pf.layers`, so that `keras.saving.load_model` finds the package's layers in a saved
+`.keras` model (as after `import keras_hub`), except when the `keras-pf` command imports
+the package to parse its arguments: its `--help` imports no Keras or TensorFlow, and the
+command registers the layers itself before a subcommand runs."""
 
 import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
 
@@ -56,3 +59,14 @@ def __dir__():
 
 
 __all__ = [*_EXPORTS, "MODELS"]
+
+
+def _parsing_command_line():
+    """Whether this import comes from the `keras-pf` script or `python -m keras_pf.cli`
+    (while the parent package of a `-m` module is imported, sys.argv[0] is "-m")."""
+    argv = getattr(sys, "argv", None) or [""]  # embedded interpreters may have none
+    return os.path.basename(argv[0]) == "keras-pf" or argv[:1] == ["-m"]
+
+
+if not _parsing_command_line():
+    importlib.import_module("keras_pf.layers")  # registers the custom layers with Keras

@@ -133,6 +133,7 @@ def main(argv=None):
     getattr(module, f"add_{known.command}_arguments")(sub)
     args = parser.parse_args(argv)
     run = getattr(module, f"run_{known.command}")
+    importlib.import_module("keras_pf.layers")  # custom layers registered for saved .keras models
     try:
         return run(args) or 0
     except (ValueError, OSError) as error:  # user-facing failures: message, no traceback
