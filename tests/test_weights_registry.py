@@ -116,23 +116,69 @@ def _register_drive_entry(registry):
                               model=ParityCase(CASE).build, imagenet=True)
 
 
-def test_google_drive_source_goes_through_gdown(registry, monkeypatch):
-    import gdown
+# gdown runs in a child process (keras_pf.weights.download._GDOWN_CHILD): the stand-in is a
+# `gdown` package placed first on the child's PYTHONPATH, acting as $FAKE_GDOWN says.
+FAKE_GDOWN = """
+import os, pathlib, shutil
+
+
+class FileURLRetrievalError(Exception):
+    pass
+
+
+class DownloadError(Exception):
+    pass
+
+
+def download(url=None, output=None, quiet=False, **kwargs):
+    behaviour = os.environ["FAKE_GDOWN"]
+    with open(os.environ["FAKE_GDOWN_CALLS"], "a") as calls:
+        calls.write(url + "\\n")
+    if behaviour.startswith("copy:"):
+        shutil.copyfile(behaviour[5:], output)
+        return output
+    if behaviour == "raises":
+        raise FileURLRetrievalError("Too many users have viewed this file")
+    if behaviour == "leaves_partial":  # as gdown does, for resuming
+        pathlib.Path(output + "abcdefgh.part").write_bytes(b"half a checkpoint")
+        raise DownloadError("Download is incomplete")
+    if behaviour == "quota_page":
+        pathlib.Path(output).write_text("<!DOCTYPE html><html>Quota exceeded</html>")
+        return output
+    return None
+"""
+
+
+@pytest.fixture
+def fake_gdown(monkeypatch, tmp_path):
+    """Set the stand-in's behaviour; returns the file listing the URLs it was asked for."""
+    import os
+
+    package = tmp_path / "fake_gdown"
+    package.mkdir()
+    (package / "gdown.py").write_text(FAKE_GDOWN)
+    calls = tmp_path / "gdown_calls.txt"
+    calls.write_text("")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(package)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    monkeypatch.setenv("FAKE_GDOWN_CALLS", str(calls))
+
+    def behave(behaviour):
+        monkeypatch.setenv("FAKE_GDOWN", behaviour)
+        return calls
+
+    return behave
+
+
+def test_google_drive_source_goes_through_gdown(registry, fake_gdown):
     import numpy as np
 
     from keras_pf.weights import download
 
-    calls = []
-
-    def fake_download(id=None, output=None, quiet=False, **kwargs):
-        calls.append(id)
-        shutil.copyfile(ParityCase(CASE).checkpoint, output)
-        return output
-
-    monkeypatch.setattr(gdown, "download", fake_download)
+    calls = fake_gdown("copy:" + str(ParityCase(CASE).checkpoint))
     _register_drive_entry(registry)
     path = download.fetch("test_drive", "imagenet", progress=False)
-    assert calls == ["FAKE_DRIVE_ID"]
+    assert calls.read_text().split() == [download.GDRIVE_URL.format(id="FAKE_DRIVE_ID")]
     case = ParityCase(CASE)
     model = case.build()
     model.load_weights(path)
@@ -140,26 +186,14 @@ def test_google_drive_source_goes_through_gdown(registry, monkeypatch):
 
 
 @pytest.mark.parametrize("behaviour", ["quota_page", "raises", "returns_none", "leaves_partial"])
-def test_google_drive_failures_are_clear_and_leave_no_file(registry, monkeypatch, behaviour):
-    import gdown
-
+def test_google_drive_failures_are_clear_and_leave_no_file(registry, fake_gdown, behaviour):
     from keras_pf.weights import download
 
-    def fake_download(id=None, output=None, quiet=False, **kwargs):
-        if behaviour == "raises":
-            raise gdown.exceptions.FileURLRetrievalError("Too many users have viewed this file")
-        if behaviour == "leaves_partial":  # as gdown does, for resuming
-            pathlib.Path(output + "abcdefgh.part").write_bytes(b"half a checkpoint")
-            raise gdown.exceptions.DownloadError("Download is incomplete")
-        if behaviour == "quota_page":
-            pathlib.Path(output).write_text("<!DOCTYPE html><html>Quota exceeded</html>")
-            return output
-        return None
-
-    monkeypatch.setattr(gdown, "download", fake_download)
+    calls = fake_gdown(behaviour)
     _register_drive_entry(registry)
     with pytest.raises(download.WeightsDownloadError) as error:
         download.fetch("test_drive", "imagenet", progress=False)
+    assert calls.read_text().split()  # the stand-in ran
     message = str(error.value)
     assert "https://drive.google.com/uc?id=FAKE_DRIVE_ID" in message
     assert "keras-pf weights import PATH --model test_drive --tag tiny" in message
