@@ -97,6 +97,13 @@ def to_tf_keras(model):
     twins = {}
 
     def translate(layer):
+        if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):
+            # A nested functional model (a fine-tuned model's backbone): inlined, its
+            # layers become layers of the flat tf_keras model.
+            def inline(*args, **kwargs):
+                return layer._run_through_graph(args[0], operation_fn=translate)
+
+            return inline
         if id(layer) not in twins:
             twins[id(layer)] = (layer, _tf_keras_layer(layer, tf_keras, custom))
         return twins[id(layer)][1]
