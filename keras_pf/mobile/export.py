@@ -5,7 +5,9 @@ ops, no dynamic-shape ops such as SHAPE/GATHER/PACK/STRIDED_SLICE), optionally w
 ImageNet normalization inside so that an app feeds RGB pixels. `check_tflite` measures
 how faithful a file is and which ops the default (XNNPACK) delegate leaves outside.
 
-TensorFlow-specific by nature (TFLiteConverter, LiteRT interpreter), hence its own module.
+TensorFlow-specific by nature (TFLiteConverter, LiteRT interpreter), hence its own module;
+TensorFlow and Keras are imported inside the functions, so that `keras-pf export --help`
+needs neither.
 """
 
 import contextlib
@@ -16,8 +18,6 @@ import tempfile
 import warnings
 
 import numpy as np
-
-import keras
 
 from keras_pf.files import write_atomic
 from keras_pf.mobile.check import (  # noqa: F401  (part of this module's public API)
@@ -49,6 +49,8 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
     "float32" or "uint8") and `keras_pf.preprocess_input`'s mean/std normalization runs
     inside the graph as one Normalization layer (folded into a MUL/ADD by the converter).
     """
+    import keras
+
     shape = tuple(model.input_shape[1:])
     if len(model.inputs) != 1 or len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(
@@ -171,6 +173,8 @@ def _convert_tf_keras(model, configure, include_preprocessing=False, input_dtype
 
 
 def _is_tf_keras(model):
+    import keras
+
     return not isinstance(model, keras.Model)
 
 
@@ -501,6 +505,8 @@ def is_saved_model_path(name):
 def load_saved_model(path):
     """A `.keras` model (keras_pf's layers registered) and its class names, from the
     `class_names.json` beside it (None if there is none)."""
+    import keras
+
     import keras_pf  # noqa: F401  (registers keras_pf's layers for deserialization)
 
     path = os.fspath(path)
