@@ -27,7 +27,7 @@ CLIENT = pathlib.Path(__file__).parent / "mediapipe_classify.py"
 def mediapipe_python():
     python = os.environ.get("KERAS_PF_MEDIAPIPE_PYTHON")
     if python and os.path.exists(python):
-        return python
+        return os.path.abspath(python)
     message = ("KERAS_PF_MEDIAPIPE_PYTHON does not name a Python with mediapipe installed "
                f"({python!r}); see the README's test command")
     if os.environ.get("CI", "").lower() == "true":
