@@ -301,10 +301,17 @@ def check_export_arguments(path, precision, num_calibration=100, image_size=None
     if os.path.isdir(path):
         raise ValueError(f"Output {path!r} is a folder; name the .tflite file to write.")
     parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.isdir(parent):  # the nearest existing folder must let us create the rest
+    while not os.path.exists(parent):  # the nearest existing folder must let us create the rest
         parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"Output folder {parent!r} is not writable; choose another -o/--output.")
+    if not os.path.isdir(parent):
+        raise ValueError(f"Output path {path!r}: {parent!r} is a file, not a folder; "
+                         "choose another -o/--output.")
+    try:  # a real probe: permissions alone say nothing for root or read-only mounts
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise ValueError(f"Output folder {parent!r} is not writable ({error.strerror}); "
+                         "choose another -o/--output.") from None
 
 
 DEFAULT_LICENSE = ("keras_pf code: MIT. Weights: those of the source model (the published "
