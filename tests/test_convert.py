@@ -107,3 +107,21 @@ def test_cli_convert_writes_a_loadable_file_and_nothing_on_failure(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r50max.pth"]
     assert cli_main(["convert", "PFResNet50Max", str(ckpt), str(tmp_path / "x.h5")]) == 2
     assert "weights.h5" in capsys.readouterr().err
+
+
+def test_cli_convert_a_generic_builder_checkpoint_with_model_args(tmp_path, capsys):
+    case = ParityCase("resnet_max_64")
+    cfg = case.config
+    args = {"block": cfg["block"], "depths": cfg["layers"], "width_mult": cfg["width_mult"],
+            "classes": cfg["num_classes"], "classifier_activation": None}
+    out = tmp_path / "generic.weights.h5"
+    assert cli_main(["convert", "PFResNet", str(case.checkpoint), str(out), "--input-size", "64",
+                     "--model-args", json.dumps(args)]) == 0
+    model = case.build()
+    model.load_weights(str(out))
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, atol=1e-4)
+    for bad in ["{not json", '["a list"]', '{"no_such_argument": 1}']:
+        assert cli_main(["convert", "PFResNet", str(case.checkpoint), str(tmp_path / "b.weights.h5"),
+                         "--model-args", bad]) == 2
+        assert "--model-args" in capsys.readouterr().err
+    assert not (tmp_path / "b.weights.h5").exists()
