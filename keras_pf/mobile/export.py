@@ -364,7 +364,10 @@ def export_tflite(model, path, precision="float32", calibration=None,
     labels = _labels(model, labels)
     _remove_stale_partials(path)
     images = None
-    if precision == "int8" and not qat:  # a QAT model carries its own ranges
+    # A QAT model carries its own ranges where tfmot quantized; calibration images, if
+    # given, give ranges to the layers it left float (attention, LayerNorm), so that
+    # those run int8 too where TFLite has kernels.
+    if precision == "int8" and not (qat and calibration is None):
         image_size = tuple(model.input_shape[1:3])
         images, note = calibration_images(calibration, image_size, include_preprocessing,
                                           num_calibration)

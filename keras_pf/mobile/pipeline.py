@@ -104,7 +104,7 @@ def export_run(model, class_names, train_source, val_source, output_dir, *, imag
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         source.fit(train, epochs=qat_epochs, verbose=verbose)
     calibration = None
-    if precision == "int8" and not qat_epochs:
+    if precision == "int8":  # after QAT: ranges for the layers tfmot left float
         calibration, _ = export.calibration_images(train_source, size, raw_pixels=True)
     export.export_tflite(source, path, precision, calibration=calibration,
                          include_preprocessing=True, labels=list(class_names),

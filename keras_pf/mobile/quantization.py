@@ -126,8 +126,10 @@ def quantize_aware(model):
 
     Convolutions, dense layers and everything else tfmot's default 8-bit scheme
     supports get fake-quantization (BatchNorm folded into its convolution); layers it
-    has no configuration for stay float and are listed in the returned model's
-    `float_layers` attribute (`{layer name: class name}`). Compile and `fit` it as any
+    has no configuration for train in float and are listed in the returned model's
+    `float_layers` attribute (`{layer name: "ClassName: why"}`). Exporting with
+    calibration images (`export_tflite(qat, path, "int8", calibration=...)`) gives those
+    layers int8 ranges too, so attention's projections run int8 in the file. Compile and `fit` it as any
     model (it is a tf_keras model: use `tf_keras` optimizers and losses, or strings),
     then `keras_pf.export.export_tflite(qat_model, path, precision="int8")`.
     """
@@ -145,7 +147,7 @@ def quantize_aware(model):
         folded = isinstance(layer, tf_keras.layers.BatchNormalization)
         if folded or (registry.supports(layer) and _activation_supported(layer)):
             return tfmot.quantization.keras.quantize_annotate_layer(clone)
-        float_layers[layer.name] = type(layer).__name__
+        float_layers[layer.name] = f"{type(layer).__name__}: {_float_reason(layer)}"
         return clone
 
     annotated = tf_keras.models.clone_model(float_model, clone_function=annotate)
@@ -155,6 +157,22 @@ def quantize_aware(model):
         qat_model = tfmot.quantization.keras.quantize_apply(annotated)
     qat_model.float_layers = float_layers
     return qat_model
+
+
+_FLOAT_REASONS = {
+    "MultiHeadAttention": "no QuantizeConfig: tfmot's QuantizeWrapper passes one input and "
+                          "attention takes query and value, so it trains in float; export "
+                          "with calibration images to make its projections int8 in the file",
+    "LayerNormalization": "tfmot's 8-bit scheme has no LayerNorm config; TFLite has no int8 "
+                          "LayerNorm kernel (it is lowered to MEAN/SQUARED_DIFFERENCE/RSQRT)",
+    "PositionEmbedding": "an added weight, not a kernel: kept float in training (an ADD that "
+                         "calibration at export can quantize)",
+}
+
+
+def _float_reason(layer):
+    return _FLOAT_REASONS.get(type(layer).__name__,
+                              f"tfmot's default 8-bit scheme has no config for {type(layer).__name__}")
 
 
 def _activation_supported(layer):
