@@ -57,9 +57,11 @@ def test_absurd_input_sizes_are_refused_before_building(size, tmp_path, capsys):
 def test_unwritable_output_is_refused_before_converting(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
+    start = time.perf_counter()
     code = main(["export", "PFResNet50Max", "--weights", "none", "--input-size", "32",
                  "-o", str(blocker / "sub" / "m.tflite")])
     assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert time.perf_counter() - start < 5  # before building and converting
 
 
 def test_flat_calibration_folder_is_accepted(tmp_path):
