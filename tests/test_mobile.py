@@ -186,3 +186,29 @@ def test_cli_exports_a_finetuned_keras_file_with_its_class_names(tmp_path):
     labels.write_text("ant\nbee\n")  # two names for three classes: refused, old file kept
     assert main(["export", str(run / "model.keras"), "--labels", str(labels), "-o", str(out)]) == 2
     assert open(export.labels_path(out)).read().split() == ["ant", "bee", "cow"]
+
+
+def test_uint8_input_file_loads_in_mediapipe(small_imagenet_model, tmp_path):
+    mediapipe_python()
+    path = export.export_tflite(small_imagenet_model, tmp_path / "u8.tflite", "int8",
+                                calibration=_pixels(4, seed=1).astype("float32"),
+                                include_preprocessing=True, input_dtype="uint8")
+    assert export.interpreter(path).get_input_details()[0]["dtype"] == np.uint8
+    pixels = _pixels(2)
+    results = mediapipe_classify(path, pixels, tmp_path)
+    litert = export.run_tflite(path, pixels)
+    for result, scores in zip(results, litert):
+        by_index = {index: score for _, index, score in result}
+        np.testing.assert_allclose([by_index[i] for i in range(1000)], scores, atol=1e-5)
+
+
+def test_mediapipe_refuses_the_preprocessed_opt_out_as_documented(small_imagenet_model, tmp_path):
+    """The opt-out (normalization outside the graph) is for the Task Library: MediaPipe
+    cannot normalize per channel. If this starts passing, the README can say so."""
+    python = mediapipe_python()
+    path = export.export_tflite(small_imagenet_model, tmp_path / "raw.tflite",
+                                include_preprocessing=False)
+    np.save(tmp_path / "images.npy", _pixels(1))
+    run = subprocess.run([python, str(CLIENT), str(path), str(tmp_path / "images.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "normalization" in run.stderr.lower()
