@@ -136,3 +136,13 @@ def test_killed_export_leaves_nothing_after_the_next_run(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert out.exists() and not partial.exists()
     assert _leftovers(tmpdir) == []
+
+
+def test_finetune_mobile_options_are_checked_before_training(tmp_path, capsys):
+    assert main(["finetune", "PFResNet50", str(tmp_path / "no_such_folder"), "--qat-epochs", "1",
+                 "-o", str(tmp_path / "run")]) == 2
+    assert "--export int8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "PFResNet50", str(tmp_path), "--qat-epochs", "-1", "--export", "int8"])
+    assert exit_info.value.code == 2 and "--qat-epochs" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
