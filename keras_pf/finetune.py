@@ -387,9 +387,15 @@ def add_finetune_arguments(parser):
     parser.add_argument("--manual-dir", help="tensorflow-datasets manual_dir (e.g. ImageNet tar files)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from keras_pf.mobile.pipeline import add_mobile_arguments
+
+    add_mobile_arguments(parser)  # --export, --qat-epochs
 
 
 def run_finetune(args):
+    from keras_pf.mobile import pipeline
+
+    pipeline.check_mobile_arguments(args)
     if args.logical_cpus:
         configure_logical_cpus(args.logical_cpus)
     weights = None if str(args.weights).lower() == "none" else args.weights
@@ -405,3 +411,4 @@ def run_finetune(args):
     print(f"final evaluation: loss {evaluation['loss']:.4f}, accuracy {evaluation['accuracy']:.4f}")
     if result["paths"]:
         print(f"wrote {result['paths']['model']}, {result['paths']['plot']}, {result['paths']['history']}")
+    pipeline.finish_finetune(args, result)

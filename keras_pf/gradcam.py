@@ -174,6 +174,18 @@ def _load_model(name, weights):
     return keras.saving.load_model(name)
 
 
+def _class_names_beside(model_path):
+    """The fine-tuned class names (finetune's class_names.json) beside a .keras model."""
+    if not str(model_path).endswith(".keras"):
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "class_names.json")
+    if not os.path.exists(path):
+        return None
+    from keras_pf.mobile.export import read_labels
+
+    return read_labels(path)
+
+
 def run_gradcam(args):
     from PIL import Image
 
@@ -195,11 +207,17 @@ def run_gradcam(args):
     crop = eval_transform(pixels, (height, width), args.crop_ratio).numpy()
     heatmap, class_index = gradcam(model, preprocess_input(crop), args.class_index, args.layer)
     label = str(class_index)
-    if model.output_shape[-1] == 1000:
+    names = _class_names_beside(args.model)
+    if names is not None and class_index < len(names):
+        label = f"{class_index} ({names[class_index]})"
+    elif model.output_shape[-1] == 1000:
         from keras_pf.imagenet import class_index as imagenet_classes
 
         label = f"{class_index} ({imagenet_classes()[class_index][1]})"
     result = Image.fromarray(overlay(crop, heatmap))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(result).text((4, 4), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
     with atomic_output(args.output) as tmp:
         result.save(tmp, format="PNG")
     print(f"class {label}: Grad-CAM -> {args.output}")

@@ -168,3 +168,20 @@ def test_every_entry_point_gives_one_line_and_leaves_nothing(tmp_path, capsys, m
         load_tool("convert_weights").main([str(folder), "--output", str(tmp_path / "pub")])
     assert not list((tmp_path / "pub").iterdir())
 
+
+def test_cli_convert_a_generic_builder_checkpoint_with_model_args(tmp_path, capsys):
+    case = ParityCase("resnet_max_64")
+    cfg = case.config
+    args = {"block": cfg["block"], "depths": cfg["layers"], "width_mult": cfg["width_mult"],
+            "classes": cfg["num_classes"], "classifier_activation": None}
+    out = tmp_path / "generic.weights.h5"
+    assert cli_main(["convert", "PFResNet", str(case.checkpoint), str(out), "--input-size", "64",
+                     "--model-args", json.dumps(args)]) == 0
+    model = case.build()
+    model.load_weights(str(out))
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, atol=1e-4)
+    for bad in ["{not json", '["a list"]', '{"no_such_argument": 1}']:
+        assert cli_main(["convert", "PFResNet", str(case.checkpoint), str(tmp_path / "b.weights.h5"),
+                         "--model-args", bad]) == 2
+        assert "--model-args" in capsys.readouterr().err
+    assert not (tmp_path / "b.weights.h5").exists()

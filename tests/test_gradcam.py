@@ -116,3 +116,20 @@ def test_gradcam_transformers(builder, kwargs, grid):
     heatmaps = [gradcam(model, image, class_index=c)[0] for c in range(4)]
     assert all(h.shape == grid and np.isfinite(h).all() for h in heatmaps)
     assert max(h.std() for h in heatmaps) > 0.01
+
+
+def test_gradcam_of_a_finetuned_model_names_its_class(tmp_path, capsys):
+    import json
+
+    from keras_pf.cli import main
+
+    pixels = np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    model = _small_classifier()
+    model.save(tmp_path / "model.keras")
+    names = ["apple", "banana", "cherry", "date", "elder"]
+    (tmp_path / "class_names.json").write_text(json.dumps(names))
+    assert main(["gradcam", str(tmp_path / "model.keras"), str(tmp_path / "in.png"),
+                 "-o", str(tmp_path / "cam.png")]) == 0
+    printed = capsys.readouterr().out
+    assert any(f"({name})" in printed for name in names), printed

@@ -51,7 +51,8 @@ def test_tf_keras_twin_and_qat_model(family, tmp_path):
     np.testing.assert_allclose(twin(x).numpy(), model(x), atol=1e-5)
 
     qat = quantization.quantize_aware(model)
-    float_kinds = set(qat.float_layers.values())
+    float_kinds = {why.split(':')[0] for why in qat.float_layers.values()}
+    assert all(len(why.split(': ', 1)[1]) > 20 for why in qat.float_layers.values())  # says why
     if family == "resnet":
         assert float_kinds == set()  # every conv, BN (folded), pool, add quantized
     else:
@@ -67,6 +68,25 @@ def test_tf_keras_twin_and_qat_model(family, tmp_path):
     assert report["dynamic_ops"] == []
     assert report["weight_dtypes"]["CONV_2D"] == ["int8"]
     assert "int8" in report["weight_dtypes"]["FULLY_CONNECTED"]
+    if family == "vit":  # calibration at export: attention's projections int8 too
+        calibrated = export.export_tflite(qat, tmp_path / "qat_cal.tflite", "int8", calibration=x)
+        assert export.weight_dtypes(calibrated)["FULLY_CONNECTED"] == ["int8"]
+        assert export.integer_ops(calibrated) > export.integer_ops(path)
+
+
+def test_fine_tuned_model_with_nested_backbone_is_rebuilt_and_quantized():
+    from keras_pf.finetune import build_model
+
+    model, backbone = build_model("PFResNet", 3, 64, None,
+                                  {"block": "hybrid", "depths": [1, 1, 1, 1], "width_mult": 0.25},
+                                  dropout=0.1)
+    assert any(layer is backbone for layer in model.layers)  # nested, as finetune builds it
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    twin = quantization.to_tf_keras(model)
+    np.testing.assert_allclose(twin(x).numpy(), model(x), atol=1e-5)
+    qat = quantization.quantize_aware(model)
+    quantized = {layer.name for layer in qat.layers if type(layer).__name__ == "QuantizeWrapperV2"}
+    assert {"quant_logits", "quant_conv1_conv"} <= quantized and qat.float_layers == {}
 
 
 def _quadrant_task(n, seed, size=32):

@@ -4,30 +4,61 @@ import os
 
 
 def add_convert_arguments(parser):
-    parser.add_argument("model", help="named constructor, e.g. PFResNet50Hybrid")
+    parser.add_argument("model", help="named constructor, e.g. PFResNet50Hybrid, or a generic "
+                                      "builder (PFResNet, PFViT, PFPiT) with --model-args")
     parser.add_argument("checkpoint", help="original PyTorch checkpoint (.pth)")
     parser.add_argument("output", help="Keras weights file to write (.weights.h5)")
     parser.add_argument("--input-size", type=int, default=224,
                         help="input side the model is built at (default 224)")
+    parser.add_argument("--model-args", default=None,
+                        help='JSON keyword arguments of a generic builder, e.g. '
+                             '\'{"block": "max", "depths": [1, 1, 1, 1], "classes": 10}\'')
 
 
-def convert_checkpoint(model_name, checkpoint, output, input_size=224):
-    """Build `model_name`, load the original `checkpoint`, write `output` atomically."""
+GENERIC_BUILDERS = ("PFResNet", "PFViT", "PFPiT")
+
+
+def _model_args(text):
+    import json
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--model-args is not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--model-args must be a JSON object of keyword arguments: {text!r}")
+    return value
+
+
+def convert_checkpoint(model_name, checkpoint, output, input_size=224, model_args=None):
+    """Build `model_name` (with `model_args` for a generic builder), load the original
+    `checkpoint`, write `output` atomically."""
     import keras_pf
     from keras_pf.weights.convert import save_converted
 
-    if model_name not in keras_pf.MODELS:
-        raise ValueError(f"unknown model {model_name!r}; choose from {', '.join(keras_pf.MODELS)}")
+    builders = {**keras_pf.MODELS, **{name: getattr(keras_pf, name) for name in GENERIC_BUILDERS}}
+    if model_name not in builders:
+        raise ValueError(f"unknown model {model_name!r}; choose from {', '.join(builders)}")
+    if model_args and model_name not in GENERIC_BUILDERS:
+        raise ValueError(f"--model-args apply to the generic builders ({', '.join(GENERIC_BUILDERS)}), "
+                         f"not {model_name}")
     if not str(output).endswith(".weights.h5"):
         raise ValueError(f"the output file name must end in .weights.h5 (Keras' rule); got {output}")
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    model = keras_pf.MODELS[model_name](weights=None, input_shape=(input_size, input_size, 3))
+    try:
+        model = builders[model_name](weights=None, input_shape=(input_size, input_size, 3),
+                                     **(model_args or {}))
+    except TypeError as error:  # an unknown keyword
+        raise ValueError(f"--model-args do not fit {model_name}: {error}") from None
     return save_converted(model, checkpoint, output)
 
 
 def run_convert(args):
-    model = convert_checkpoint(args.model, args.checkpoint, args.output, args.input_size)
+    model = convert_checkpoint(args.model, args.checkpoint, args.output, args.input_size,
+                               _model_args(args.model_args))
     print(f"{args.model}: {len(model.weights)} weights from {args.checkpoint} -> {args.output}")
 
 

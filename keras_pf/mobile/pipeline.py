@@ -1,0 +1,163 @@
+"""From a fine-tuned Keras model to an Android-ready `.tflite`: optional quantization-aware
+training, export with metadata and labels, and a short report (float vs exported top-1 on
+the validation split, file size, latency). `keras-pf finetune ... --qat-epochs N --export
+int8` runs it on the run folder; `export_run` is the Python entry point."""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_pf.files import write_atomic
+
+REPORT_NAME = "mobile_report.md"
+
+
+def add_mobile_arguments(parser):
+    """`keras-pf finetune`'s options for the mobile file (no TensorFlow import here)."""
+    from keras_pf.mobile.export import PRECISIONS
+
+    parser.add_argument("--export", choices=PRECISIONS, default=None,
+                        help="after training, write model.tflite (metadata, labels, normalization "
+                             "inside: MediaPipe-ready) and mobile_report.md to the output folder")
+    parser.add_argument("--qat-epochs", type=_non_negative_int, default=0,
+                        help="epochs of quantization-aware training before an int8 export "
+                             "(0: post-training int8 calibrated on training images)")
+
+
+def _non_negative_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+def check_mobile_arguments(args):
+    """Before training: the mobile options fit together."""
+    if args.qat_epochs and args.export != "int8":
+        raise ValueError("--qat-epochs trains for an int8 file: add --export int8")
+
+
+def _top1_keras(model, dataset):
+    hits = total = 0
+    for images, labels in dataset:
+        predictions = np.asarray(model(images, training=False))
+        hits += int(np.sum(predictions.argmax(-1) == np.asarray(labels)))
+        total += len(labels)
+    return hits / max(total, 1)
+
+
+def _top1_tflite(path, dataset):
+    from keras_pf.mobile.check import run_tflite
+
+    hits = total = 0
+    for images, labels in dataset:
+        outputs = run_tflite(path, np.asarray(images, dtype="float32"))
+        hits += int(np.sum(outputs.argmax(-1) == np.asarray(labels)))
+        total += len(labels)
+    return hits / max(total, 1)
+
+
+def latency_ms(path, runs=20):
+    """Median single-image latency (ms) of the file in LiteRT with XNNPACK, 1 thread."""
+    from keras_pf.mobile.check import interpreter
+
+    interp = interpreter(path, num_threads=1)
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    interp.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def export_run(model, class_names, train_source, val_source, output_dir, *, image_size,
+               precision="int8", qat_epochs=0, batch_size=32, learning_rate=1e-4, seed=None,
+               verbose=1):
+    """Write `output_dir/model.tflite` (+ `.labels.txt`) and `output_dir/mobile_report.md`
+    for the fine-tuned Keras `model`; returns the report as a dict.
+
+    With `qat_epochs`, the model is first trained quantization-aware (on `train_source`)
+    and the QAT model exported; otherwise int8 is calibrated on training images. The file
+    takes RGB pixels in [0, 255] (ImageNet normalization inside the graph)."""
+    from keras_pf import data
+    from keras_pf.mobile import export
+
+    path = os.path.join(output_dir, "model.tflite")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    source = model
+    if qat_epochs:
+        from keras_pf.mobile.quantization import quantize_aware
+
+        source = quantize_aware(model)
+        train, _ = data.train_dataset(train_source, size, batch_size, seed=seed)
+        source.compile(optimizer=_tf_keras_adam(learning_rate),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        source.fit(train, epochs=qat_epochs, verbose=verbose)
+    calibration = None
+    if precision == "int8":  # after QAT: ranges for the layers tfmot left float
+        calibration, _ = export.calibration_images(train_source, size, raw_pixels=True)
+    export.export_tflite(source, path, precision, calibration=calibration,
+                         include_preprocessing=True, labels=list(class_names),
+                         model_info={"description": f"{model.name} fine-tuned on {len(class_names)} "
+                                                    "classes by keras_pf; input RGB pixels in [0, 255]."})
+    val_pixels, _ = data.eval_dataset(val_source, size, batch_size=batch_size, preprocessing=None)
+    val_keras, _ = data.eval_dataset(val_source, size, batch_size=batch_size)
+    report = {
+        "file": os.path.basename(path),
+        "precision": precision,
+        "qat_epochs": qat_epochs,
+        "size_bytes": os.path.getsize(path),
+        "keras_float_top1": _top1_keras(model, val_keras),
+        "tflite_top1": _top1_tflite(path, val_pixels),
+        "latency_ms": latency_ms(path),
+    }
+    lines = [
+        f"# {report['file']}: {precision} (QAT epochs: {qat_epochs})",
+        "",
+        "| | top-1 (validation) | size | latency (1 thread, median) |",
+        "|---|---|---|---|",
+        f"| Keras float32 | {100 * report['keras_float_top1']:.1f}% | | |",
+        f"| {report['file']} | {100 * report['tflite_top1']:.1f}% | "
+        f"{report['size_bytes'] / 1024:.0f} KB | {report['latency_ms']:.2f} ms |",
+        "",
+        "Labels: packed in the file's metadata and in model.labels.txt. Input: RGB pixels "
+        "in [0, 255] (the normalization is inside the graph); loads unchanged in MediaPipe's "
+        "ImageClassifier.",
+        "",
+        "```json",
+        json.dumps(report, indent=2),
+        "```",
+    ]
+    write_atomic(os.path.join(output_dir, REPORT_NAME), "\n".join(lines) + "\n")
+    if verbose:
+        print("\n".join(lines[:6]))
+    return report
+
+
+def _tf_keras_adam(learning_rate):
+    from keras_pf.mobile.quantization import _import_tfmot
+
+    _, tf_keras = _import_tfmot()
+    return tf_keras.optimizers.Adam(learning_rate)
+
+
+def finish_finetune(args, result):
+    """`keras-pf finetune`'s one call after training: the mobile file, if asked for."""
+    if not args.export or not result.get("paths"):
+        return None
+    # as finetune: a tfds source without --val is evaluated on its default split
+    val = args.val or ":".join(str(args.train).split(":")[:2])
+    return export_run(result["model"], result["class_names"], args.train, val,
+                      args.output_dir, image_size=args.image_size, precision=args.export,
+                      qat_epochs=args.qat_epochs, batch_size=args.batch_size, seed=args.seed,
+                      verbose=0 if args.quiet else 1)
