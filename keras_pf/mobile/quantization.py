@@ -20,6 +20,8 @@ import numpy as np
 
 import keras
 
+from keras_pf.layers import BroadcastSafeLayerNormalization
+
 _tfmot = None
 
 
@@ -69,12 +71,15 @@ def _tf_keras_layer(layer, tf_keras, custom):
     name = type(layer).__name__
     if name in custom:
         return custom[name](name=layer.name)
+    builtin = type(layer).__module__.split(".")[0] == "keras"
+    if isinstance(layer, BroadcastSafeLayerNormalization):  # same math, config and weights
+        name, builtin = "LayerNormalization", True
     cls = getattr(tf_keras.layers, name, None)
-    if cls is None or type(layer).__module__.split(".")[0] != "keras":
+    if cls is None or not builtin:
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) has no tf_keras twin, so it "
             "cannot be rebuilt for quantization-aware training. Supported: built-in "
-            "Keras layers and keras_pf's PositionEmbedding."
+            "Keras layers and keras_pf's PositionEmbedding and LayerNormalization."
         )
     accepted = set(inspect.signature(cls.__init__).parameters)
     config = {}
