@@ -141,7 +141,8 @@ def worker_index(strategy):
 def first_line(error):
     """The first line of an error's message, without TensorFlow's tensor dumps."""
     message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0][:300] if message.strip() else type(error).__name__
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message).strip()
+    return message.splitlines()[0][:300] if message else type(error).__name__
 
 
 def describe_failure(error, strategy):
@@ -154,6 +155,20 @@ def describe_failure(error, strategy):
         cause = ("; a peer worker was lost or restarted: restart every worker with --resume "
                  "to continue from the last epoch all finished")
     return DistributedError(f"worker {index} of {count}: {type(error).__name__}: {first_line(error)}{cause}")
+
+
+def resume_epoch(strategy, directory):
+    """The epoch to resume after: the newest checkpoint in `directory`, or under
+    several workers the newest that every worker has (a worker killed while the
+    others saved is one epoch behind); each keeps all its epochs' checkpoints."""
+    for partial in glob.glob(os.path.join(glob.escape(directory), ".tmp_*")):
+        os.remove(partial)  # a save cut short by a killed process (see atomic_output)
+    epoch = TrainingBackup.latest(directory)[0]
+    if worker_index(strategy)[1] == 1:
+        return epoch
+    epochs = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([epoch], tf.int64))
+    return int(tf.reduce_min(strategy.gather(epochs, axis=0)))
 
 
 def shard_by_data(dataset):
@@ -204,16 +219,17 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
     place, so a process killed while saving could leave no usable backup; here the
     newest complete checkpoint is always there.
 
-    `first_epoch`: the epoch this `fit` starts at (the phase's first). A checkpoint
-    from an earlier phase restores the weights only: that phase's optimizer trained
-    other variables, the new phase starts its own."""
+    `first_epoch`: the epoch this `fit` starts at (the phase's first);
+    `restore_epoch`: the checkpoint to continue from (0: none, see `resume_epoch`).
+    A checkpoint from an earlier phase restores the weights only: that phase's
+    optimizer trained other variables, the new phase starts its own."""
 
     PATTERN = "epoch{epoch:03d}.weights.h5"
 
-    def __init__(self, directory, first_epoch=0, restore=True):
+    def __init__(self, directory, first_epoch=0, restore_epoch=0):
         super().__init__(directory, save_freq="epoch", delete_checkpoint=False)
         self.first_epoch = first_epoch
-        self.restore = restore
+        self.restore_epoch = restore_epoch
         self.history = {}
 
     @classmethod
@@ -238,16 +254,16 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         self.model._initial_epoch = None  # Keras keeps it across fit calls
-        if self.restore:
-            self._load_model()
+        self._load_model()
 
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None
 
     def _load_model(self):
-        epoch, path = self.latest(self.backup_dir)
-        if path is None or epoch < self.first_epoch:
+        epoch = self.restore_epoch
+        if not epoch or epoch < self.first_epoch:
             return
+        path = os.path.join(self.backup_dir, self.PATTERN.format(epoch=epoch))
         if epoch == self.first_epoch:
             # The previous phase's last checkpoint: its optimizer state is not this
             # phase's (other trainable variables); Keras skips it with a warning.

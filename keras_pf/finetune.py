@@ -36,8 +36,8 @@ import shutil
 import keras
 
 from keras_pf import MODELS, PFPiT, PFResNet, PFViT
-from keras_pf.distributed import (TrainingBackup, build_from_local_batch,
-                                  describe_failure, multi_worker_strategy, shard_by_data, worker_index)
+from keras_pf.distributed import (TrainingBackup, build_from_local_batch, describe_failure,
+                                  multi_worker_strategy, resume_epoch, shard_by_data, worker_index)
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.graph import nested_layers
 from keras_pf.transfer import set_backbone_trainable
@@ -220,13 +220,14 @@ def finetune(
         # chief keeps its files: the others write below a folder removed at the end.
         output_dir = os.path.join(output_dir, f".worker-{worker}")
     checkpoint_dir = os.path.join(output_dir, "checkpoints")
-    resumed_epoch = TrainingBackup.latest(checkpoint_dir)[0]
-    if resumed_epoch and not resume:
+    newest = TrainingBackup.latest(checkpoint_dir)[0]
+    if newest and not resume:
         raise ValueError(
             f"{checkpoint_dir} holds the checkpoints of an earlier run (up to epoch "
-            f"{resumed_epoch}); pass --resume to continue it, or choose another --output-dir."
+            f"{newest}); pass --resume to continue it, or choose another --output-dir."
         )
-    if verbose and resumed_epoch:
+    resumed_epoch = resume_epoch(strategy, checkpoint_dir) if resume else 0
+    if resumed_epoch:
         print(f"resuming after epoch {resumed_epoch} from {checkpoint_dir}")
     os.makedirs(checkpoint_dir, exist_ok=True)
     if seed is not None:
@@ -271,7 +272,7 @@ def finetune(
             _compile(model, learning_rate, weight_decay)
         model.fit(
             train_data, validation_data=val_data, initial_epoch=first_epoch, epochs=last_epoch,
-            callbacks=[TrainingBackup(checkpoint_dir, first_epoch, restore=resume)],
+            callbacks=[TrainingBackup(checkpoint_dir, first_epoch, resumed_epoch)],
             verbose=verbose, shuffle=False,  # train_dataset shuffles
         )
 
