@@ -81,12 +81,20 @@ def read_tf_config():
     return workers, (index if task_type == "chief" else index + len(jobs["chief"]))
 
 
-def multi_worker_strategy():
-    """`tf.distribute.MultiWorkerMirroredStrategy` from TF_CONFIG; gives up with a
+def multi_worker_strategy(cluster_resolver=None):
+    """`tf.distribute.MultiWorkerMirroredStrategy` (with the Keras 3 fix below) for
+    the cluster in TF_CONFIG, or of `cluster_resolver` (e.g.
+    `tf.distribute.cluster_resolver.SlurmClusterResolver()`); gives up with a
     `DistributedError` if the peers do not all come up within `worker_timeout()`."""
     from tensorflow.python.distribute import collective_all_reduce_strategy
 
-    workers, index = read_tf_config()
+    if cluster_resolver is None:
+        workers, index = read_tf_config()
+    else:
+        spec = cluster_resolver.cluster_spec().as_dict()
+        workers = list(spec.get("chief", [])) + list(spec.get("worker", []))
+        index = cluster_resolver.task_id + (
+            len(spec.get("chief", [])) if cluster_resolver.task_type == "worker" else 0)
     timeout = worker_timeout()
     # The constructor waits for every peer with one all-reduce, forever by default;
     # TensorFlow has no public setting for it. Health checks then notice a lost peer
@@ -95,7 +103,7 @@ def multi_worker_strategy():
     extended._check_health_initial_timeout = max(1, int(timeout))
     extended._check_health_interval = max(1, min(30, int(timeout) // 4))
     try:
-        return _MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver)
     except RuntimeError as error:
         if "Timeout waiting for the cluster" in str(error):
             peers = ", ".join(a for i, a in enumerate(workers) if i != index)
