@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from keras_pf.files import atomic_output, write_atomic
 
-# Seconds a worker waits for its peers to come up before it gives up (the first
-# all-reduce is the barrier), and the longest a lost peer goes unnoticed.
+# Seconds a worker waits for all workers to register with the coordination service
+# (hosted by worker 0) before it gives up.
 WORKER_TIMEOUT_VARIABLE = "KERAS_PF_WORKER_TIMEOUT"
 DEFAULT_WORKER_TIMEOUT = 300
 
@@ -86,8 +86,6 @@ def multi_worker_strategy(cluster_resolver=None):
     the cluster in TF_CONFIG, or of `cluster_resolver` (e.g.
     `tf.distribute.cluster_resolver.SlurmClusterResolver()`); gives up with a
     `DistributedError` if the peers do not all come up within `worker_timeout()`."""
-    from tensorflow.python.distribute import collective_all_reduce_strategy
-
     if cluster_resolver is None:
         workers, index = read_tf_config()
     else:
@@ -96,16 +94,11 @@ def multi_worker_strategy(cluster_resolver=None):
         index = cluster_resolver.task_id + (
             len(spec.get("chief", [])) if cluster_resolver.task_type == "worker" else 0)
     timeout = worker_timeout()
-    # The constructor waits for every peer with one all-reduce, forever by default;
-    # TensorFlow has no public setting for it. Health checks then notice a lost peer
-    # within about interval + 3 retries x 10 s and abort the collectives.
-    extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
-    extended._check_health_initial_timeout = max(1, int(timeout))
-    extended._check_health_interval = max(1, min(30, int(timeout) // 4))
+    _configure_coordination(cluster_resolver, timeout)
     try:
         return _MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver)
-    except RuntimeError as error:
-        if "Timeout waiting for the cluster" in str(error):
+    except (RuntimeError, tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as error:
+        if isinstance(error, tf.errors.OpError) or "Timeout waiting for the cluster" in str(error):
             peers = ", ".join(a for i, a in enumerate(workers) if i != index)
             raise DistributedError(
                 f"worker {index} of {len(workers)}: the other workers ({peers}) did not all "
@@ -119,6 +112,27 @@ def multi_worker_strategy(cluster_resolver=None):
             f"worker {index} of {len(workers)}: could not start its server at "
             f"{workers[index]} ({first_line(error)}); is the port free and the address this host's?"
         ) from None
+
+
+def _configure_coordination(cluster_resolver, timeout):
+    """The strategy's coordination service (which it would set up itself), with a
+    deadline: TensorFlow's default waits for every worker to register for an hour.
+    Its heartbeats are also how a lost peer is noticed."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    resolver = cluster_resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    spec = resolver.cluster_spec()
+    if context.context().coordination_service is not None:
+        return
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                          for job in ("chief", "worker") if job in spec.jobs],
+        cluster_register_timeout_in_ms=int(timeout * 1000),
+    )
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
