@@ -18,10 +18,12 @@ all local GPUs, else all logical CPUs; `logical_cpus=N` splits the CPU into N de
 for testing), "multiworker" (`tf.distribute.MultiWorkerMirroredStrategy`: every worker
 runs the same command with its own `TF_CONFIG` environment variable (see EPILOG), e.g.
 `{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
-"index": 0}}`; worker 0 is the chief and writes the outputs). The model, optimizer and
-metrics are built inside `strategy.scope()`; `batch_size` is the global batch.
+"index": 0}}`; worker 0 is the chief and writes the outputs; see `keras_pf.distributed`).
+The model, optimizer and metrics are built inside `strategy.scope()`; `batch_size` is
+the global batch.
 
-Outputs in `output_dir`: `checkpoints/epochNNN.weights.h5` (every epoch),
+Outputs in `output_dir`: `checkpoints/epochNNN.weights.h5` (weights and optimizer
+state after every epoch; `resume=True` continues a killed run from the newest),
 `model.keras` (final model), `class_names.json`, `history.json` (per-epoch metrics
 and the final evaluation) and `training_curves.png`.
 """
@@ -31,11 +33,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 
 import keras
 
 from keras_pf import MODELS, PFPiT, PFResNet, PFViT
+from keras_pf.distributed import (TrainingBackup, build_from_local_batch, describe_failure,
+                                  multi_worker_strategy, resume_epoch, shard_by_data, worker_index)
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.graph import nested_layers
 from keras_pf.transfer import set_backbone_trainable
@@ -76,12 +79,7 @@ def build_strategy(name="default"):
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError(
-                "--strategy multiworker needs the TF_CONFIG environment variable on every "
-                "worker (cluster addresses and this worker's index); see `keras-pf finetune --help`."
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy()
     raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
 
@@ -150,22 +148,6 @@ def _synchronize_batchnorm(model, synchronized):
             layer.synchronized = synchronized
 
 
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """The weights after every epoch, to `pattern.format(epoch=N)` (N from 1). Each file
-    is written whole or not at all: a run killed while saving leaves the earlier epochs'
-    files and no partial one (keras' ModelCheckpoint writes in place)."""
-
-    def __init__(self, pattern):
-        super().__init__()
-        self.pattern = pattern
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs and not math.isfinite(logs.get("loss", 0.0)):
-            return  # a diverged epoch (TerminateOnNaN stops the run): nothing worth keeping
-        with atomic_output(self.pattern.format(epoch=epoch + 1)) as tmp:
-            self.model.save_weights(tmp)
-
-
 def _compile(model, learning_rate, weight_decay):
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
@@ -221,6 +203,7 @@ def finetune(
     data_dir=None,
     manual_dir=None,
     seed=None,
+    resume=False,
     verbose=1,
 ):
     """Fine-tune and evaluate; returns a dict with `history`, `evaluation` (final
@@ -229,6 +212,10 @@ def finetune(
     `train_source`/`val_source`: image folders or "tfds:NAME[:SPLIT]" (see
     `keras_pf.data`). Without `val_source`, a tfds source is evaluated on its
     validation (else test) split; an image folder needs an explicit `val_source`.
+
+    `resume=True` continues the run in `output_dir` from its newest checkpoint
+    (weights, optimizer state, epoch; a killed process, or a multi-worker job whose
+    workers were all restarted); without a checkpoint it starts afresh.
     """
     from keras_pf.data import eval_dataset, train_dataset
 
@@ -252,21 +239,37 @@ def finetune(
     if verbose:
         print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     chief = is_chief(strategy)
+    worker, workers = worker_index(strategy)
     if not chief:
-        # Every worker saves (saving can involve collectives), but only the chief
-        # keeps its files: the others write to a private temporary directory.
-        output_dir = tempfile.mkdtemp(prefix="keras_pf_finetune_worker_")
+        # Every worker saves (and backs up, to be able to resume), but only the
+        # chief keeps its files: the others write below a folder removed at the end.
+        output_dir = os.path.join(output_dir, f".worker-{worker}")
+    checkpoint_dir = os.path.join(output_dir, "checkpoints")
+    newest = TrainingBackup.latest(checkpoint_dir)[0]
+    if newest and not resume:
+        raise ValueError(
+            f"{checkpoint_dir} holds the checkpoints of an earlier run (up to epoch "
+            f"{newest}); pass --resume to continue it, or choose another --output-dir."
+        )
+    resumed_epoch = resume_epoch(strategy, checkpoint_dir) if resume else 0
+    if resumed_epoch:
+        print(f"resuming after epoch {resumed_epoch} from {checkpoint_dir}")
     # No folder is made here: the first file written makes it, so a run that fails
     # before writing anything leaves no empty output or checkpoints folder.
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    # Workers split each global batch by position (`shard_by_data`), so they must all
+    # shuffle alike: one seed for every worker when none is given.
+    data_seed = 0 if seed is None and workers > 1 else seed
 
     train_data, class_names = train_dataset(
-        train_source, image_size, batch_size, data_dir=data_dir, manual_dir=manual_dir, seed=seed
+        train_source, image_size, batch_size, data_dir=data_dir, manual_dir=manual_dir, seed=data_seed
     )
     val_data, val_class_names = eval_dataset(
         val_source, image_size, batch_size=batch_size, data_dir=data_dir, manual_dir=manual_dir
     )
+    if workers > 1:
+        train_data, val_data = shard_by_data(train_data), shard_by_data(val_data)
     if list(val_class_names) != list(class_names):
         raise ValueError(
             f"Training and validation classes differ: {class_names} vs {val_class_names}; "
@@ -287,16 +290,17 @@ def finetune(
     distributed = strategy.num_replicas_in_sync > 1
     if distributed:
         _synchronize_batchnorm(model, True)
-    checkpoint = AtomicCheckpoint(os.path.join(output_dir, "checkpoints", "epoch{epoch:03d}.weights.h5"))
-    history = {}
+    if workers > 1:
+        build_from_local_batch(model)
 
     def run_phase(first_epoch, last_epoch, learning_rate):
         with strategy.scope():
             _compile(model, learning_rate, weight_decay)
         result = model.fit(
             train_data, validation_data=val_data, initial_epoch=first_epoch, epochs=last_epoch,
-            callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint], verbose=verbose,
-            shuffle=False,  # train_dataset shuffles
+            callbacks=[keras.callbacks.TerminateOnNaN(),
+                       TrainingBackup(checkpoint_dir, first_epoch, resumed_epoch)],
+            verbose=verbose, shuffle=False,  # train_dataset shuffles
         )
         losses = result.history.get("loss", [])
         if losses and not math.isfinite(losses[-1]):
@@ -304,18 +308,24 @@ def finetune(
                 f"training diverged: the loss became {losses[-1]} in epoch {first_epoch + len(losses)}; "
                 "lower the learning rate (--lr / --fine-tune-lr) or check the data"
             )
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
 
-    if head_epochs:
-        set_backbone_trainable(backbone, False)
-        run_phase(0, head_epochs, learning_rate)
-    if epochs:
-        set_backbone_trainable(backbone, True, freeze_batchnorm=weights is not None)
-        run_phase(head_epochs, head_epochs + epochs, fine_tune_learning_rate if head_epochs else learning_rate)
+    try:
+        if head_epochs and resumed_epoch < head_epochs:
+            set_backbone_trainable(backbone, False)
+            run_phase(0, head_epochs, learning_rate)
+        if epochs:
+            set_backbone_trainable(backbone, True, freeze_batchnorm=weights is not None)
+            run_phase(head_epochs, head_epochs + epochs,
+                      fine_tune_learning_rate if head_epochs else learning_rate)
+        evaluation = model.evaluate(val_data, verbose=verbose, return_dict=True)
+    except Exception as error:
+        import tensorflow as tf
 
-    evaluation = model.evaluate(val_data, verbose=verbose, return_dict=True)
+        if workers > 1 and isinstance(error, tf.errors.OpError):
+            raise describe_failure(error, strategy) from None
+        raise
     evaluation = {key: float(value) for key, value in evaluation.items()}
+    history = TrainingBackup.saved_history(checkpoint_dir, head_epochs + epochs)
     if distributed:
         _synchronize_batchnorm(model, False)  # the saved model runs anywhere as usual
     paths = {
@@ -333,6 +343,10 @@ def finetune(
     plot_history(record, paths["plot"])
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(output_dir))  # made only for the worker's folder
+        except OSError:
+            pass  # not empty: the chief's outputs (one machine), or the user's files
         paths = {}
     return {"history": history, "evaluation": evaluation, "class_names": list(class_names),
             "model": model, "paths": paths}
@@ -342,7 +356,10 @@ EPILOG = """multi-worker training: start the same command on every worker, each 
 TF_CONFIG describing the cluster and its own index, e.g. on the first of two:
   TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
               "task": {"type": "worker", "index": 0}}' keras-pf finetune ... --strategy multiworker
-worker 0 (or the "chief" task) writes the outputs."""
+worker 0 (or the "chief" task) writes the outputs. The other workers write to
+OUTPUT_DIR/.worker-N, removed at the end. A worker waits at most
+$KERAS_PF_WORKER_TIMEOUT seconds (default 300) for the others to join. After a lost
+worker, restart every worker with --resume: the job continues from the last epoch."""
 
 
 def _json_object(text):
@@ -386,6 +403,8 @@ def add_finetune_arguments(parser):
     parser.add_argument("--data-dir", help="tensorflow-datasets data_dir")
     parser.add_argument("--manual-dir", help="tensorflow-datasets manual_dir (e.g. ImageNet tar files)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its newest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     from keras_pf.mobile.pipeline import add_mobile_arguments
 
@@ -405,7 +424,7 @@ def run_finetune(args):
         epochs=args.epochs, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
         weight_decay=args.weight_decay, dropout=args.dropout, mixed_precision=args.mixed_precision,
         strategy=args.strategy, data_dir=args.data_dir, manual_dir=args.manual_dir, seed=args.seed,
-        verbose=0 if args.quiet else 1,
+        resume=args.resume, verbose=0 if args.quiet else 1,
     )
     evaluation = result["evaluation"]
     print(f"final evaluation: loss {evaluation['loss']:.4f}, accuracy {evaluation['accuracy']:.4f}")

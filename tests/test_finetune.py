@@ -91,7 +91,7 @@ def test_finetune_image_folder_two_phase(shapes, tmp_path):
     with Image.open(result["paths"]["plot"]) as plot:
         assert plot.format == "PNG" and plot.size[0] > 200
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
-        f"epoch{i:03d}.weights.h5" for i in range(1, 6)]
+        f"epoch{i:03d}.weights.h5" for i in range(1, 6)] + ["history.json"]
     for directory in (out, os.path.join(out, "checkpoints")):
         assert not [name for name in os.listdir(directory) if name.startswith(".tmp_")]
     keras.saving.load_model(result["paths"]["model"]).load_weights(
@@ -99,13 +99,13 @@ def test_finetune_image_folder_two_phase(shapes, tmp_path):
 
 
 def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
-    from keras_pf.finetune import AtomicCheckpoint
+    from keras_pf.distributed import TrainingBackup
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    callback = AtomicCheckpoint(str(tmp_path / "epoch{epoch:03d}.weights.h5"))
+    callback = TrainingBackup(str(tmp_path))
     callback.set_model(model)
-    callback.on_epoch_end(0)
-    assert os.listdir(tmp_path) == ["epoch001.weights.h5"]
+    callback.on_epoch_end(0, {"loss": 1.0})
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
 
     def interrupted(path):  # half a file, then the process is stopped
         with open(path, "wb") as f:
@@ -114,8 +114,10 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
 
     model.save_weights = interrupted
     with pytest.raises(KeyboardInterrupt):
-        callback.on_epoch_end(1)
-    assert os.listdir(tmp_path) == ["epoch001.weights.h5"]
+        callback.on_epoch_end(1, {"loss": 0.5})
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
+    assert TrainingBackup.latest(str(tmp_path))[0] == 1
+    assert TrainingBackup.saved_history(str(tmp_path), 5) == {"loss": [1.0]}
 
 
 def test_finetune_mirrored_two_logical_cpus(shapes, tmp_path):
