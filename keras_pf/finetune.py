@@ -34,17 +34,20 @@ import math
 import os
 import shutil
 
-import keras
-
-from keras_pf import MODELS, PFPiT, PFResNet, PFViT
-from keras_pf.distributed import (TrainingBackup, build_from_local_batch, describe_failure,
-                                  multi_worker_strategy, resume_epoch, shard_by_data, worker_index)
+from keras_pf import MODEL_NAMES
 from keras_pf.files import atomic_output, write_atomic
-from keras_pf.graph import nested_layers
-from keras_pf.transfer import set_backbone_trainable
 
-# Generic builders, usable with `model_args` (e.g. a reduced-width ResNet for tests).
-BUILDERS = {**MODELS, "PFResNet": PFResNet, "PFViT": PFViT, "PFPiT": PFPiT}
+# Keras, TensorFlow and the models are imported where used, so that
+# `keras-pf finetune --help` answers without importing TensorFlow.
+GENERIC_BUILDERS = ("PFResNet", "PFViT", "PFPiT")  # usable with `model_args`
+MODEL_CHOICES = (*MODEL_NAMES, *GENERIC_BUILDERS)
+
+
+def _builders():
+    """Every model name of MODEL_CHOICES -> its constructor."""
+    import keras_pf
+
+    return {name: getattr(keras_pf, name) for name in MODEL_CHOICES}
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -79,6 +82,8 @@ def build_strategy(name="default"):
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
+        from keras_pf.distributed import multi_worker_strategy
+
         return multi_worker_strategy()
     raise ValueError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
@@ -99,13 +104,13 @@ def check_model_arguments(model_name, model_args):
     """A known model, and `model_args` that its builder takes (before any work is done)."""
     import inspect
 
-    if model_name not in BUILDERS:
-        raise ValueError(f"Unknown model {model_name!r}; use one of {', '.join(BUILDERS)}.")
-    if model_name in MODELS and model_args:
+    if model_name not in MODEL_CHOICES:
+        raise ValueError(f"Unknown model {model_name!r}; use one of {', '.join(MODEL_CHOICES)}.")
+    if model_name in MODEL_NAMES and model_args:
         raise ValueError(
             f"model_args only apply to the generic builders (PFResNet, PFViT, PFPiT), not {model_name}."
         )
-    parameters = inspect.signature(BUILDERS[model_name]).parameters
+    parameters = inspect.signature(_builders()[model_name]).parameters
     reserved = {"include_top", "weights", "input_shape", "pooling", "input_tensor"}
     unknown = sorted(set(model_args or {}) - (set(parameters) - reserved))
     if unknown:
@@ -118,10 +123,12 @@ def build_model(model_name, classes, image_size=224, weights=None, model_args=No
     """`(model, backbone)`: the keras_pf backbone `model_name` (a MODELS name or a
     generic builder "PFResNet"/"PFViT"/"PFPiT" with `model_args`) under a new head of
     `classes` classes. The "predictions" softmax is float32 under mixed precision."""
+    import keras
+
     check_model_arguments(model_name, model_args)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     try:
-        backbone = BUILDERS[model_name](
+        backbone = _builders()[model_name](
             include_top=False, weights=weights, input_shape=(height, width, 3), pooling="avg",
             **(model_args or {}),
         )
@@ -143,12 +150,18 @@ def _synchronize_batchnorm(model, synchronized):
     copies drift apart and the saved model keeps only the first. Synchronized
     BatchNorm uses the global batch's statistics: identical updates everywhere, and
     the same statistics as one device with the same global batch."""
+    import keras
+
+    from keras_pf.graph import nested_layers
+
     for layer in nested_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = synchronized
 
 
 def _compile(model, learning_rate, weight_decay):
+    import keras
+
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -217,7 +230,12 @@ def finetune(
     (weights, optimizer state, epoch; a killed process, or a multi-worker job whose
     workers were all restarted); without a checkpoint it starts afresh.
     """
+    import keras
+
     from keras_pf.data import eval_dataset, train_dataset
+    from keras_pf.distributed import (TrainingBackup, build_from_local_batch, describe_failure,
+                                      resume_epoch, shard_by_data, worker_index)
+    from keras_pf.transfer import set_backbone_trainable
 
     check_model_arguments(model_name, model_args)
     for name, value in (("batch_size", batch_size), ("image_size", image_size)):
@@ -377,7 +395,7 @@ def add_finetune_arguments(parser):
 
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("model", help=f"model name: {', '.join(BUILDERS)}")
+    parser.add_argument("model", help=f"model name: {', '.join(MODEL_CHOICES)}")
     parser.add_argument("train", help="training data: image folder (one subfolder per class) or tfds:NAME[:SPLIT]")
     parser.add_argument("--val", help="validation data (default for tfds: its validation, else test split)")
     parser.add_argument("-o", "--output-dir", default="finetune_output", help="checkpoints, model, curves")
