@@ -16,7 +16,8 @@ Unreadable images in an image folder (empty, not an image, truncated: no end mar
 or more pixels than `max_image_pixels()`, a guard against decompression bombs) are
 found before training by reading each file's header and last bytes, skipped, and named
 in one warning; the run goes on with the others (and fails if none is left). Data
-corrupted in a way only decoding reveals is skipped while reading (`ignore_errors`).
+corrupted in a way only decoding reveals is skipped while reading (`ignore_errors`),
+its place in the epoch taken by another image of the set.
 The pixel limit is `$KERAS_PF_MAX_IMAGE_PIXELS` (default PIL's, 89,478,485: 268 MB
 as RGB).
 
@@ -226,8 +227,12 @@ def source_images(source, training, data_dir=None, manual_dir=None, shuffle_seed
         dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
         if training:
             dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-        # what only decoding shows (corrupt data inside a well-formed file): skipped
+        # What only decoding shows (corrupt data inside a well-formed file) is skipped.
+        # ignore_errors() makes the length unknown, and Keras then miscounts an epoch
+        # (an extra optimizer step and an "ran out of data" warning): a skipped image's
+        # place is taken by the first readable one, so every epoch has len(paths) images.
         dataset = dataset.map(_decode_file, num_parallel_calls=AUTOTUNE).ignore_errors()
+        dataset = dataset.concatenate(dataset.take(1).repeat()).take(len(paths))
     dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
     return dataset, class_names
 

@@ -179,6 +179,44 @@ def test_unreadable_images_are_skipped_and_named(tmp_path):
         assert _count(evaluation) == 12
 
 
+def _corrupt_inside_png(path, size=40):
+    """A PNG whose header, chunk CRCs and end are intact but whose pixel stream is not
+    zlib data: only decoding finds out."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", b"not zlib data at all" * 8) + chunk(b"IEND", b""))
+
+
+def test_image_corrupt_inside_is_skipped_and_epochs_keep_their_length(tmp_path):
+    """The image is dropped while reading; the epoch still has as many images as the
+    folder (its place taken by another image), so Keras counts steps right: one epoch of
+    12 images in batches of 4 is 3 optimizer steps (with an epoch of unknown length,
+    Keras 3.15 takes 4 and warns that the input ran out of data)."""
+    import keras
+    import tensorflow as tf
+
+    from keras_pf.data import train_dataset
+
+    root = _image_folder(tmp_path / "data", per_class=3)
+    (root / "a" / "0.png").unlink()
+    _corrupt_inside_png(root / "a" / "0.png")
+    with pytest.raises(tf.errors.InvalidArgumentError):  # it really is unreadable
+        tf.io.decode_png(tf.io.read_file(str(root / "a" / "0.png")))
+    train, _ = train_dataset(str(root), image_size=32, batch_size=4, preprocessing=None)
+    assert int(train.cardinality()) == 3
+    assert _count(train) == 12
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "Your input ran out of data"
+        model.fit(train, epochs=2, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == 6
+
+
 def test_decompression_bomb_in_an_image_folder_is_skipped_without_decoding(tmp_path):
     import resource
 
