@@ -36,48 +36,23 @@ def _number(text, kind):
     return value
 
 
-def positive_int(text):
-    value = _number(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+def _bounded(kind, accept, rule):
+    """An argparse `type=`: a `kind` number for which `accept(value)` holds."""
+    def parse(text):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def unit_interval(text):
-    """A fraction in (0, 1], e.g. a crop ratio."""
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def probability(text):
-    """A rate in [0, 1), e.g. dropout."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+positive_int = _bounded(int, lambda v: v > 0, "at least 1")
+non_negative_int = _bounded(int, lambda v: v >= 0, "0 or more")
+positive_float = _bounded(float, lambda v: v > 0, "greater than 0")
+non_negative_float = _bounded(float, lambda v: v >= 0, "0 or more")
+unit_interval = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")  # a fraction, e.g. a crop ratio
+probability = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")  # a rate, e.g. dropout
 
 
 class Parser(argparse.ArgumentParser):
