@@ -252,9 +252,10 @@ def quantize_aware(model):
     Convolutions, dense layers and everything else tfmot's default 8-bit scheme
     supports get fake-quantization (BatchNorm folded into its convolution); layers it
     has no configuration for train in float and are listed in the returned model's
-    `float_layers` attribute (`{layer name: "ClassName: why"}`). Exporting with
-    calibration images (`export_tflite(qat, path, "int8", calibration=...)`) gives those
-    layers int8 ranges too, so attention's projections run int8 in the file. Compile and `fit` it as any
+    `float_layers` attribute (`{layer name: "ClassName: why"}`). Self-attention is
+    quantized through `SelfAttention`'s QuantizeConfig; exporting with calibration
+    images (`export_tflite(qat, path, "int8", calibration=...)`) gives the float layers
+    int8 ranges too. Compile and `fit` it as any
     model (it is a tf_keras model: use `tf_keras` optimizers and losses, or strings),
     then `keras_pf.export.export_tflite(qat_model, path, precision="int8")`.
     """
