@@ -4,8 +4,9 @@ tfmot 0.8 only quantizes tf_keras (Keras 2) models, so `quantize_aware` rebuilds
 Keras 3 model layer by layer in tf_keras by walking its functional graph (same layer
 classes, configs and names; weights copied by name), annotates every layer tfmot's
 default 8-bit scheme knows (convolutions, dense, BatchNorm folded into its conv, ReLU,
-pools, adds, ...) and leaves the rest in float: LayerNormalization, MultiHeadAttention,
-the position embedding, GELU. Walking the graph instead of re-running the builders keeps
+pools, adds, ...) plus self-attention (a `SelfAttention` twin with its own
+QuantizeConfig) and leaves the rest in float: LayerNormalization, the position embedding,
+attention called with a separate value. Walking the graph instead of re-running the builders keeps
 one definition of each network and works for any functional Keras 3 model.
 
 tfmot is imported here only, lazily: importing it sets TF_USE_LEGACY_KERAS=1 for the
@@ -61,6 +62,102 @@ def _position_embedding_class(tf_keras):
     return PositionEmbedding
 
 
+@functools.cache
+def _self_attention_classes(tf_keras, tfmot):
+    """`(SelfAttention, SelfAttentionQuantizeConfig)`: the tf_keras twin of a Keras 3
+    MultiHeadAttention called as `mha(x, x)`, and its 8-bit QuantizeConfig.
+
+    tfmot's QuantizeWrapper calls the wrapped layer with one input, so attention that
+    takes query and value cannot be wrapped; self-attention takes one input here, and
+    its inner tf_keras MultiHeadAttention holds the Keras 3 layer's weights, same order.
+    """
+
+    class SelfAttention(tf_keras.layers.Layer):
+        # Identity hooks the QuantizeConfig replaces with fake-quantization: the int8
+        # converter makes a projection integer only when its input and output have
+        # ranges, and LayerNorm before attention and the attention matmuls stay float.
+        HOOKS = ("input_activation", "query_activation", "key_activation",
+                 "value_activation", "context_activation")
+
+        def __init__(self, attention, **kwargs):
+            super().__init__(**kwargs)
+            if isinstance(attention, dict):
+                attention = tf_keras.layers.MultiHeadAttention.from_config(attention)
+            self.attention = attention
+            for hook in self.HOOKS:
+                setattr(self, hook, tf_keras.activations.linear)
+
+        def build(self, input_shape):
+            if not self.attention.built:
+                self.attention._build_from_signature(query=input_shape, value=input_shape)
+            super().build(input_shape)
+
+        def call(self, x, training=None):
+            # tf_keras' MultiHeadAttention.call(x, x), unmasked, with the hooks in between
+            attention = self.attention
+            x = self.input_activation(x)
+            query = self.query_activation(attention._query_dense(x))
+            key = self.key_activation(attention._key_dense(x))
+            value = self.value_activation(attention._value_dense(x))
+            context, _ = attention._compute_attention(query, key, value, training=training)
+            return attention._output_dense(self.context_activation(context))
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "attention": self.attention.get_config()}
+
+    quantizers = tfmot.quantization.keras.quantizers
+
+    def _activation_quantizer():
+        return quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False,
+                                                 symmetric=False, narrow_range=False)
+
+    class SelfAttentionQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """The query/key/value/output kernels fake-quantized per tensor (as tfmot's Dense
+        config does); the input, the projections' outputs and the layer's output through
+        moving-average ranges."""
+
+        _DENSES = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+
+        def get_weights_and_quantizers(self, layer):
+            return [(getattr(layer.attention, dense).kernel,
+                     quantizers.LastValueQuantizer(num_bits=8, symmetric=True,
+                                                   narrow_range=False, per_axis=False))
+                    for dense in self._DENSES]
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            for dense, weight in zip(self._DENSES, quantize_weights):
+                getattr(layer.attention, dense).kernel = weight
+
+        def get_activations_and_quantizers(self, layer):
+            return [(getattr(layer, hook), _activation_quantizer()) for hook in layer.HOOKS]
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            for hook, activation in zip(layer.HOOKS, quantize_activations):
+                setattr(layer, hook, activation)
+
+        def get_output_quantizers(self, layer):
+            return [_activation_quantizer()]
+
+        def get_config(self):
+            return {}
+
+    return SelfAttention, SelfAttentionQuantizeConfig
+
+
+def _query_value(args, kwargs):
+    """`(query, value, other arguments)` of a MultiHeadAttention call."""
+    kwargs = dict(kwargs)
+    args = list(args)
+    query = args.pop(0) if args else kwargs.pop("query")
+    value = args.pop(0) if args else kwargs.pop("value", None)
+    others = args + [v for k, v in kwargs.items() if v is not None and v is not False
+                     and k != "training"]
+    return query, value, others
+
+
 # Keras 3 config keys that have no tf_keras meaning, or that only matter at init time
 # (the weights are copied afterwards).
 _DROPPED_KEYS = {"dtype", "trainable", "seed"}
@@ -101,7 +198,30 @@ def to_tf_keras(model):
         raise ValueError("quantize_aware supports models with one image input")
     twins = {}
 
+    def attend(layer):
+        # self-attention (query is value, nothing else) gets a one-input twin that QAT can wrap
+        def call(*args, **kwargs):
+            query, value, others = _query_value(args, kwargs)
+            if id(layer) not in twins:
+                twin = _tf_keras_layer(layer, tf_keras, custom)
+                if value is query and not others:
+                    self_attention = _self_attention_classes(tf_keras, _import_tfmot()[0])[0]
+                    twin._name = "attention"
+                    twin = self_attention(twin, name=layer.name)
+                twins[id(layer)] = (layer, twin)
+            twin = twins[id(layer)][1]
+            if isinstance(twin, tf_keras.layers.MultiHeadAttention):
+                return twin(*args, **kwargs)
+            if value is not query or others:
+                raise ValueError(f"Layer '{layer.name}' (MultiHeadAttention) is called both as "
+                                 "self-attention and with a separate value; call it one way")
+            return twin(query)
+
+        return call
+
     def translate(layer):
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            return attend(layer)
         if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):
             # A nested functional model (a fine-tuned model's backbone): inlined, its
             # layers become layers of the flat tf_keras model.
@@ -132,9 +252,10 @@ def quantize_aware(model):
     Convolutions, dense layers and everything else tfmot's default 8-bit scheme
     supports get fake-quantization (BatchNorm folded into its convolution); layers it
     has no configuration for train in float and are listed in the returned model's
-    `float_layers` attribute (`{layer name: "ClassName: why"}`). Exporting with
-    calibration images (`export_tflite(qat, path, "int8", calibration=...)`) gives those
-    layers int8 ranges too, so attention's projections run int8 in the file. Compile and `fit` it as any
+    `float_layers` attribute (`{layer name: "ClassName: why"}`). Self-attention is
+    quantized through `SelfAttention`'s QuantizeConfig; exporting with calibration
+    images (`export_tflite(qat, path, "int8", calibration=...)`) gives the float layers
+    int8 ranges too. Compile and `fit` it as any
     model (it is a tf_keras model: use `tf_keras` optimizers and losses, or strings),
     then `keras_pf.export.export_tflite(qat_model, path, precision="int8")`.
     """
@@ -142,6 +263,7 @@ def quantize_aware(model):
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     float_model = to_tf_keras(model)
     float_layers = {}
+    self_attention, self_attention_config = _self_attention_classes(tf_keras, tfmot)
 
     def annotate(layer):
         if isinstance(layer, tf_keras.layers.InputLayer):
@@ -150,6 +272,9 @@ def quantize_aware(model):
         # tfmot has no config of its own for BatchNormalization: annotated, it is
         # folded into the convolution before it by tfmot's layout transforms.
         folded = isinstance(layer, tf_keras.layers.BatchNormalization)
+        if isinstance(layer, self_attention):
+            return tfmot.quantization.keras.quantize_annotate_layer(
+                clone, quantize_config=self_attention_config())
         if folded or (registry.supports(layer) and _activation_supported(layer)):
             return tfmot.quantization.keras.quantize_annotate_layer(clone)
         float_layers[layer.name] = f"{type(layer).__name__}: {_float_reason(layer)}"
@@ -158,15 +283,17 @@ def quantize_aware(model):
     annotated = tf_keras.models.clone_model(float_model, clone_function=annotate)
     annotated.set_weights(float_model.get_weights())
     with tfmot.quantization.keras.quantize_scope(
-            {"PositionEmbedding": _position_embedding_class(tf_keras)}):
+            {"PositionEmbedding": _position_embedding_class(tf_keras),
+             "SelfAttention": self_attention,
+             "SelfAttentionQuantizeConfig": self_attention_config}):
         qat_model = tfmot.quantization.keras.quantize_apply(annotated)
     qat_model.float_layers = float_layers
     return qat_model
 
 
 _FLOAT_REASONS = {
-    "MultiHeadAttention": "no QuantizeConfig: tfmot's QuantizeWrapper passes one input and "
-                          "attention takes query and value, so it trains in float; export "
+    "MultiHeadAttention": "called with a separate value (not self-attention): tfmot's "
+                          "QuantizeWrapper passes one input, so it trains in float; export "
                           "with calibration images to make its projections int8 in the file",
     "LayerNormalization": "tfmot's 8-bit scheme has no LayerNorm config; TFLite has no int8 "
                           "LayerNorm kernel (it is lowered to MEAN/SQUARED_DIFFERENCE/RSQRT)",
