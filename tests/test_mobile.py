@@ -136,9 +136,12 @@ def test_finetune_qat_int8_runs_in_mediapipe_with_the_finetuned_names(tmp_path):
     train = _color_folder(tmp_path / "train", 12, seed=0)
     val = _color_folder(tmp_path / "val", 8, seed=1)
     out = tmp_path / "run"
+    # 12 epochs of 9 steps: from random weights, BatchNorm's moving statistics (momentum
+    # 0.99) need that many for the float model to be as good as it looks in training
+    # (with 6, held-out accuracy was 0.67 for one augmentation order, 1.0 for another).
     code = main(["finetune", "PFResNet", str(train), "--val", str(val), "--weights", "none",
                  "--model-args", '{"block": "hybrid", "depths": [1, 1, 1, 1], "width_mult": 0.25}',
-                 "--image-size", str(SIZE), "--epochs", "6", "--batch-size", "4", "--lr", "3e-3",
+                 "--image-size", str(SIZE), "--epochs", "12", "--batch-size", "4", "--lr", "3e-3",
                  "--seed", "0", "--qat-epochs", "1", "--export", "int8", "-o", str(out), "--quiet"])
     assert code == 0
     tflite = out / "model.tflite"
