@@ -5,7 +5,6 @@ int8` runs it on the run folder; `export_run` is the Python entry point."""
 
 import json
 import os
-import time
 
 import numpy as np
 
@@ -68,16 +67,12 @@ def latency_ms(path, runs=20):
     """Median single-image latency (ms) of the file in LiteRT with XNNPACK, 1 thread."""
     from keras_pf.mobile.check import interpreter
 
+    from keras_pf.profile import median_seconds
+
     interp = interpreter(path, num_threads=1)
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-    interp.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * median_seconds(interp.invoke, runs=runs, warmup=1)
 
 
 def export_run(model, class_names, train_source, val_source, output_dir, *, image_size,
