@@ -59,15 +59,17 @@ def tflite_ops(path):
     return [op["op_name"] for op in interpreter(path, delegate=False)._get_ops_details()]
 
 
-def undelegated_ops(path):
-    """Ops the default (XNNPACK) delegate leaves to builtin kernels: `{op_name: count}`.
+def _undelegated(path):
+    """The interpreter and the op records (`_get_ops_details`) of the nodes the default
+    (XNNPACK) delegate leaves to builtin kernels.
 
     Applying a delegate appends one "DELEGATE" node per partition and keeps the original
     nodes in the node list, so membership is rebuilt from the graph: a partition is every
     node reached walking back from its DELEGATE node's outputs, stopping at that node's
     inputs. Any original node in no partition runs outside the delegate.
     """
-    ops = interpreter(path, delegate=True)._get_ops_details()
+    interp = interpreter(path, delegate=True)
+    ops = interp._get_ops_details()
     originals = [op for op in ops if op["op_name"] != "DELEGATE"]
     producer = {t: op["index"] for op in originals for t in op["outputs"]}
     delegated = set()
@@ -84,11 +86,24 @@ def undelegated_ops(path):
             if index not in delegated:
                 delegated.add(index)
                 stack.extend(ops[index]["inputs"])
+    return interp, [op for op in originals if op["index"] not in delegated]
+
+
+def undelegated_ops(path):
+    """Ops the default (XNNPACK) delegate leaves to builtin kernels: `{op_name: count}`."""
     remaining = {}
-    for op in originals:
-        if op["index"] not in delegated:
-            remaining[op["op_name"]] = remaining.get(op["op_name"], 0) + 1
+    for op in _undelegated(path)[1]:
+        remaining[op["op_name"]] = remaining.get(op["op_name"], 0) + 1
     return remaining
+
+
+def undelegated_int8_nodes(path):
+    """`[(op_name, output tensor name)]` of the int8 ops (int8 output) that the default
+    (XNNPACK) delegate leaves to TFLite's reference kernels: the ops to keep float."""
+    interp, ops = _undelegated(path)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [(op["op_name"], tensors[op["outputs"][0]]["name"]) for op in ops
+            if op["outputs"] and np.dtype(tensors[op["outputs"][0]]["dtype"]) == np.int8]
 
 
 def dynamic_ops(path):

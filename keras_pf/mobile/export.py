@@ -129,11 +129,11 @@ def _remove_stale_partials(path):
 # ---------------------------------------------------------------------- converters
 
 
-def _convert(model, configure):
+def _convert(model, configure, run):
     """TFLite bytes of a batch-1 Keras 3 model, via a SavedModel (the path Keras' own
     `model.export(format="litert")` takes) in a temporary folder, restricted to TFLite
     builtins so that a Flex op fails here rather than on the phone. `configure(converter)`
-    sets the precision."""
+    sets the precision, `run(converter)` converts."""
     import tensorflow as tf
     from keras.export import ExportArchive
 
@@ -146,10 +146,10 @@ def _convert(model, configure):
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         configure(converter)
-        return converter.convert()
+        return run(converter)
 
 
-def _convert_tf_keras(model, configure, include_preprocessing=False, input_dtype="float32"):
+def _convert_tf_keras(model, configure, run, include_preprocessing=False, input_dtype="float32"):
     """TFLite bytes of a tf_keras model (the QAT models of `keras_pf.mobile.quantization`),
     optionally with the ImageNet normalization in front (float ops before the first
     quantize op)."""
@@ -169,7 +169,7 @@ def _convert_tf_keras(model, configure, include_preprocessing=False, input_dtype
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     configure(converter)
-    return converter.convert()
+    return run(converter)
 
 
 def _is_tf_keras(model):
@@ -281,6 +281,23 @@ def calibration_images(calibration, image_size, raw_pixels, num_images=100, seed
 # ---------------------------------------------------------------------------- export
 
 
+# `--check` compares the file with Keras on this many images of `--calibration`, held out
+# from the int8 calibration (an int8 file matches its calibration images best).
+CHECK_IMAGES = 32
+
+
+def split_held_out(images, count):
+    """`(rest, held_out)`: `count` images spread over `images` (at most half of them)
+    held out, e.g. from int8 calibration for checking; `(images, None)` for one image."""
+    count = min(count, len(images) // 2)
+    if count == 0:
+        return images, None
+    held = np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))
+    mask = np.zeros(len(images), bool)
+    mask[held] = True
+    return images[~mask], images[mask]
+
+
 def check_export_arguments(path, precision, num_calibration=100, image_size=None):
     """Raise ValueError for arguments that would fail or mislead, before any work."""
     path = os.fspath(path)
@@ -320,7 +337,7 @@ DEFAULT_LICENSE = ("keras_pf code: MIT. Weights: those of the source model (the 
 
 def export_tflite(model, path, precision="float32", calibration=None,
                   include_preprocessing=False, num_calibration=100, input_dtype="float32",
-                  labels=None, metadata=True, model_info=None):
+                  labels=None, metadata=True, model_info=None, float_fallback=True):
     """Write a mobile-ready `.tflite` file of `model` to `path` (atomically); return `path`.
 
     Args:
@@ -347,6 +364,13 @@ def export_tflite(model, path, precision="float32", calibration=None,
             ImageNet names for a 1000-way classifier, none otherwise.
         metadata: write TFLite model metadata (see `keras_pf.mobile.metadata`).
         model_info: metadata overrides: name, description, version, author, license.
+        float_fallback: int8 only: keep float the ops XNNPACK (the CPU delegate of
+            LiteRT, MediaPipe and Android) has no int8 kernel for (GELU, LayerNorm's
+            pieces, attention's BATCH_MATMUL/SOFTMAX), so that nothing runs on TFLite's
+            slow reference kernels. False: every op int8 (for NPU delegates that need a
+            fully int8 graph). See `keras_pf.mobile.quantization.convert_int8`. Either
+            way, an int8 file runs non-overlapping average pools as fixed depthwise
+            convolutions (exact; XNNPACK runs those in int8): `keras_pf.mobile.rewrite`.
 
     The file has batch 1 and static shapes, and only TFLite builtin ops. Temporary files
     live in a temporary folder removed on every exit (a killed export's folder is removed
@@ -385,10 +409,28 @@ def export_tflite(model, path, precision="float32", calibration=None,
 
             converter.representative_dataset = representative_dataset
 
+    def run(converter):
+        if images is None:  # float, dynamic, or QAT int8 without calibration
+            return converter.convert()
+        from keras_pf.mobile.quantization import convert_int8
+
+        content, kept_float = convert_int8(converter, float_fallback)
+        if kept_float:
+            counts = {}
+            for op, _ in kept_float:
+                counts[op] = counts.get(op, 0) + 1
+            print("int8: kept float (no int8 kernel in XNNPACK): "
+                  + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
+        return content
+
     if qat:
-        content = _convert_tf_keras(model, configure, include_preprocessing, input_dtype)
+        content = _convert_tf_keras(model, configure, run, include_preprocessing, input_dtype)
     else:
-        content = _convert(mobile_model(model, include_preprocessing, input_dtype), configure)
+        if precision == "int8":
+            from keras_pf.mobile.rewrite import average_pools_as_convolutions
+
+            model = average_pools_as_convolutions(model)
+        content = _convert(mobile_model(model, include_preprocessing, input_dtype), configure, run)
     check_precision(content, precision)
     if metadata:
         from keras_pf.mobile import metadata as tflite_metadata
@@ -489,6 +531,10 @@ def add_export_arguments(parser):
                         help="int8 calibration (and --check) images: DIR (flat or class "
                              "subfolders; an unreadable image stops the export, named) or tfds:NAME")
     parser.add_argument("--num-calibration", type=int, default=100)
+    parser.add_argument("--full-int8", dest="float_fallback", action="store_false",
+                        help="int8: quantize every op, also those the CPU delegate (XNNPACK) "
+                             "has no int8 kernel for (default: those stay float, faster on "
+                             "phone CPUs); for NPU delegates that need a fully int8 graph")
     parser.add_argument("--input-size", type=int, default=224,
                         help=f"square input side of a named model ({MIN_INPUT_SIDE}-{MAX_INPUT_SIDE})")
     parser.add_argument("--include-preprocessing", action=argparse.BooleanOptionalAction, default=True,
@@ -560,21 +606,30 @@ def run_export(args):
         model = keras_pf.MODELS[args.model](**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
-    images = None
+    images = held_out = None
     if args.calibration is not None:
-        images, note = calibration_images(args.calibration, size,
-                                          args.include_preprocessing, args.num_calibration)
+        extra = CHECK_IMAGES if args.check else 0
+        images, note = calibration_images(args.calibration, size, args.include_preprocessing,
+                                          args.num_calibration + extra)
         print(f"calibration/check images: {note}")
+        if args.check:
+            images, held_out = split_held_out(images, CHECK_IMAGES)
     path = export_tflite(model, args.output, args.precision,
                          calibration=images,
                          include_preprocessing=args.include_preprocessing,
                          num_calibration=args.num_calibration, input_dtype=input_dtype,
-                         labels=labels, metadata=args.metadata)
+                         labels=labels, metadata=args.metadata,
+                         float_fallback=args.float_fallback)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     if os.path.exists(labels_path(path)):
         print(f"wrote {labels_path(path)}")
     if args.check:
-        check_images = images
+        check_images = held_out if held_out is not None else images
+        if held_out is not None:
+            print(f"check images: {len(held_out)} images held out from the "
+                  f"{len(images)} calibration images")
+        elif check_images is not None:
+            print("check images: the only calibration image (too few images to hold some out)")
         if check_images is None:
             print("check images: 16 uniform random images (pass --calibration DIR to "
                   "check on real images)")

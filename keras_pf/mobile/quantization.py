@@ -1,4 +1,8 @@
-"""Quantization-aware training (QAT) for keras_pf models, through tfmot.
+"""Quantization for mobile files: post-training int8 that keeps float the ops the phone's
+CPU delegate cannot run in int8 (`convert_int8`), and quantization-aware training (QAT)
+through tfmot (`quantize_aware`).
+
+QAT:
 
 tfmot 0.8 only quantizes tf_keras (Keras 2) models, so `quantize_aware` rebuilds the
 Keras 3 model layer by layer in tf_keras by walking its functional graph (same layer
@@ -313,3 +317,51 @@ def _activation_supported(layer):
     if type(layer).__name__ != "Activation":
         return True
     return name in ("relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh")
+
+
+# ------------------------------------------------------------ post-training int8 conversion
+
+# Rounds of "quantize, find the int8 ops XNNPACK leaves to reference kernels, keep them
+# float"; each round only finds ops the previous one exposed (two suffice for ViT/PiT).
+_FALLBACK_ROUNDS = 4
+
+
+def convert_int8(converter, float_fallback=True):
+    """`(tflite bytes, kept_float)`: the int8 conversion of `converter` (optimizations
+    and representative dataset already set), with float input and output.
+
+    With `float_fallback`, every op that XNNPACK (TFLite's CPU delegate, used by
+    LiteRT, MediaPipe and the Android interpreter by default) has no int8 kernel for is
+    kept float: GELU, the pieces LayerNorm lowers to (SQUARED_DIFFERENCE, RSQRT, the
+    variance's ADD), attention's BATCH_MATMUL and SOFTMAX. Quantized, those run on
+    TFLite's reference kernels and made ViT/PiT int8 files 2x slower than float32; kept
+    float, they cost a QUANTIZE/DEQUANTIZE pair each and run in XNNPACK. Which ops these
+    are is read off the file itself, not listed by hand, so any model gets the same
+    treatment. `kept_float` lists them as `(op, output tensor name)`.
+
+    Without `float_fallback` every op is quantized (what an NPU delegate needing a fully
+    int8 graph wants; slower on phone CPUs for the transformers).
+
+    Calibration runs once: the converter only calibrates, then TFLite's MLIR quantizer
+    quantizes the calibrated model, with a denylist of nodes. These are the two calls
+    `tf.lite.experimental.QuantizationDebugger` makes (public, but it also builds a
+    numeric-verify debug model that is not needed here); TensorFlow is pinned to 2.21.
+    """
+    from tensorflow.lite.python import convert as tflite_convert
+
+    from keras_pf.mobile.check import undelegated_int8_nodes
+
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    kept_float = []
+    rounds = _FALLBACK_ROUNDS if float_fallback else 1
+    for round_ in range(rounds):
+        content = tflite_convert.mlir_quantize(
+            calibrated, disable_per_channel=converter._experimental_disable_per_channel,
+            denylisted_nodes=[name for _, name in kept_float] or None)
+        left = ([node for node in undelegated_int8_nodes(content) if node not in kept_float]
+                if round_ + 1 < rounds else [])
+        if not left:
+            return content, kept_float
+        kept_float += left
