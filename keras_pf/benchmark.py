@@ -48,20 +48,22 @@ BASELINE_TOP1 = {"ResNet50": {"keras.applications": 74.9},
 # ------------------------------------------------------------------------------ models
 
 
-def build(name, image_size=224):
+def build(name, image_size=224, classes=1000, logits=False):
     """A `weights=None` model `name` (a keras.applications baseline or a
-    `keras_pf.MODELS` name) for `image_size` x `image_size` RGB input."""
+    `keras_pf.MODELS` name) for `image_size` x `image_size` RGB input, with a
+    `classes`-way head (softmax, or none with `logits`)."""
     import keras
 
     import keras_pf
 
-    shape = (image_size, image_size, 3)
+    kwargs = dict(weights=None, input_shape=(image_size, image_size, 3), classes=classes,
+                  classifier_activation=None if logits else "softmax")
     if name in BASELINES:
-        return getattr(keras.applications, name)(weights=None, input_shape=shape)
+        return getattr(keras.applications, name)(**kwargs)
     if name not in keras_pf.MODELS:
         known = ", ".join(BASELINES + tuple(keras_pf.MODELS))
         raise ValueError(f"Unknown model {name!r}; choose from: {known}")
-    return keras_pf.MODELS[name](weights=None, input_shape=shape)
+    return keras_pf.MODELS[name](**kwargs)
 
 
 def reported_top1(name):
@@ -84,18 +86,28 @@ def reported_top1(name):
 
 # ---------------------------------------------------------------------------- machine
 
+# The instruction-set features that decide whether int8 is faster than float32: x86
+# without a dot-product instruction (AVX2 only) multiplies int8 little faster than
+# float32; AVX-512 VNNI / AVX-VNNI, and ARM's dot product (ARMv8.2+, most phones since
+# 2018: "asimddp"), do 4 int8 multiply-adds per lane.
+INT8_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+                            "asimddp", "i8mm"})
+
 
 def machine():
     """What the numbers were measured on."""
     import keras
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")):
+                    flags = sorted(set(line.split(":", 1)[1].split()) & INT8_CPU_FLAGS)
+                if cpu and flags:
                     break
     except OSError:
         pass
@@ -108,6 +120,7 @@ def machine():
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "int8_cpu_flags": flags,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -273,6 +286,90 @@ def export_all(model, directory, name, precisions=PRECISIONS, calibration_images
     return paths
 
 
+# ---------------------------------------------------------------------- int8 fidelity
+
+# How close each precision's file stays to the Keras model is only meaningful for a model
+# whose predictions mean something; ImageNet weights cannot be downloaded everywhere the
+# benchmark runs, so each architecture is trained briefly on a task it can learn from
+# generated images, then exported, and its files compared with it on held-out images.
+FIDELITY_CLASSES = 8
+
+
+def grating_images(count, size, classes=FIDELITY_CLASSES, seed=0):
+    """`(pixels, labels)`: float32 RGB pixels in [0, 255] and int labels of a task that
+    needs spatial features: class c is a sinusoidal grating at c * 180 / classes degrees
+    (jittered), with random frequency, phase and colours, plus pixel noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count)
+    angle = (labels + rng.uniform(-0.2, 0.2, count)) * np.pi / classes
+    cycles = rng.uniform(2.5, 6.0, count)
+    phase = rng.uniform(0, 2 * np.pi, count)
+    yy, xx = np.mgrid[0:size, 0:size].astype("float32") / size
+    wave = np.sin(2 * np.pi * cycles[:, None, None]
+                  * (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy)
+                  + phase[:, None, None])
+    dark = rng.uniform(0, 110, (count, 1, 1, 3))
+    bright = rng.uniform(145, 255, (count, 1, 1, 3))
+    mix = (wave[..., None] + 1) / 2
+    pixels = dark + (bright - dark) * mix + rng.normal(0, 12, (count, size, size, 1))
+    return np.clip(pixels, 0, 255).astype("float32"), labels
+
+
+def _outputs_are_probabilities(model):
+    last = model.layers[-1] if model.layers else None
+    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+
+
+def int8_fidelity(model, directory, name="model", epochs=8, train_images=2048,
+                  test_images=512, calibration_images=64, precisions=PRECISIONS,
+                  batch_size=32, learning_rate=5e-4, seed=0):
+    """Train `model` (a fresh classifier) on `grating_images`, export it at every
+    precision (int8 calibrated on `calibration_images` training images) and compare each
+    file with the Keras model on `test_images` other images. Returns
+    `{"keras_top1", "train_top1", "epochs", "images", precision: {"top1",
+    "top1_agreement", "mean_abs_error", "max_abs_error", "relative_error"}}`; errors
+    are on the model's outputs (logits for a model without softmax), `relative_error`
+    is the mean absolute error over the mean absolute output."""
+    import keras
+
+    from keras_pf.export import export_tflite, run_tflite
+
+    size = tuple(model.input_shape[1:3])
+    classes = model.output_shape[-1]
+    train, train_labels = grating_images(train_images, size[0], classes, seed)
+    test, test_labels = grating_images(test_images, size[0], classes, seed + 1)
+
+    def normalize(pixels):  # the same for every architecture: the input is a tensor
+        return pixels / 127.5 - 1.0
+
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=not _outputs_are_probabilities(model)),
+                  metrics=["accuracy"])
+    history = model.fit(normalize(train), train_labels, batch_size=batch_size, epochs=epochs,
+                        verbose=0)
+    reference = np.asarray(model.predict(normalize(test), batch_size=64, verbose=0), "float32")
+    scale = float(np.mean(np.abs(reference))) or 1.0
+    result = {"epochs": epochs, "images": {"train": train_images, "test": test_images,
+                                           "calibration": calibration_images},
+              "train_top1": float(history.history["accuracy"][-1]),
+              "keras_top1": float(np.mean(reference.argmax(-1) == test_labels))}
+    for precision in precisions:
+        path = os.path.join(directory, f"{name}_fidelity_{precision}.tflite")
+        calibration = normalize(train[:calibration_images]) if precision == "int8" else None
+        export_tflite(model, path, precision, calibration=calibration, metadata=False,
+                      labels=[str(i) for i in range(classes)])
+        outputs = run_tflite(path, normalize(test))
+        error = np.abs(outputs - reference)
+        result[precision] = {
+            "top1": float(np.mean(outputs.argmax(-1) == test_labels)),
+            "top1_agreement": float(np.mean(outputs.argmax(-1) == reference.argmax(-1))),
+            "mean_abs_error": float(error.mean()), "max_abs_error": float(error.max()),
+            "relative_error": float(error.mean()) / scale}
+    return result
+
+
 # ------------------------------------------------------------------------- op profile
 
 # Where the float32 time goes. The Python LiteRT interpreter has no per-op profiler, so
@@ -385,7 +482,8 @@ def _ratios(results, reference):
 
 def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, threads=2,
                      precisions=PRECISIONS, keras_modes=KERAS_MODES, output_dir="benchmarks",
-                     builders=None, reference=REFERENCE, log=print, op_profile_models=()):
+                     builders=None, reference=REFERENCE, log=print, op_profile_models=(),
+                     fidelity_models=(), fidelity_size=64, fidelity_epochs=8):
     """Measure `models` side by side and write `results.json`, `results.md` and
     `top1_vs_latency.png` to `output_dir`. Returns the results dict.
 
@@ -394,7 +492,9 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     is divided by (pair by pair: same figure, same precision or mode).
     Keras runs with TensorFlow's default thread pools; TFLite with `threads`.
     `op_profile_models`: models whose float32 time is also broken down by op (see
-    `op_profile`).
+    `op_profile`). `fidelity_models`: models also trained for `fidelity_epochs` at
+    `fidelity_size` px on generated images and their files compared with them on
+    held-out images (see `int8_fidelity`; `builders` are called with `fidelity_size`).
     """
     import keras_pf
     from keras_pf import profile
@@ -408,14 +508,17 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
     if unknown:  # before minutes of building and exporting
         known = ", ".join(BASELINES + tuple(keras_pf.MODELS))
         raise ValueError(f"Unknown model {unknown[0]!r}; choose from: {known}")
-    stray = [n for n in op_profile_models if n not in models]
-    if stray:
-        raise ValueError(f"--op-profile model {stray[0]!r} is not among the benchmarked "
-                         f"models ({', '.join(models)})")
+    for option, chosen in (("--op-profile", op_profile_models), ("--int8-fidelity", fidelity_models)):
+        stray = [n for n in chosen if n not in models]
+        if stray:
+            raise ValueError(f"{option} model {stray[0]!r} is not among the benchmarked "
+                             f"models ({', '.join(models)})")
     info = machine()
     info.update(image_size=image_size, batch_size=1, runs=runs, warmup=warmup,
                 tflite_threads=threads, weights="random (weights=None)",
                 int8_calibration="random images (timing only)")
+    if fidelity_models:
+        info.update(fidelity_size=fidelity_size, fidelity_epochs=fidelity_epochs)
     built, results = {}, {}
     for name in models:
         log(f"building {name}")
@@ -465,6 +568,14 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
         for name, layers in layer_files.items():
             log(f"op profile of {name}: {len(layers)} ops, each alone, {runs} runs")
             results[name]["op_profile"] = op_profile(layers, threads, runs, warmup)
+        for name in fidelity_models:
+            log(f"int8 fidelity of {name}: training {fidelity_epochs} epochs at "
+                f"{fidelity_size} px, then {', '.join(precisions or PRECISIONS)}")
+            model = (builders[name](fidelity_size) if name in builders
+                     else build(name, fidelity_size, FIDELITY_CLASSES, logits=True))
+            results[name]["fidelity"] = int8_fidelity(
+                model, tmp, name, epochs=fidelity_epochs, precisions=precisions or PRECISIONS)
+            del model
     info["load_average_end"] = list(os.getloadavg())
     _ratios(results, reference)
     report = {"machine": info, "reference": reference, "models": results}
@@ -486,6 +597,26 @@ def _with_ratio(value, ratio, scale=1.0, digits=1):
     return text if ratio is None else f"{text} ({ratio:.2f}x)"
 
 
+def fastest_precision(row):
+    """The precision of the model's fastest TFLite file (median), or None."""
+    times = {p: m["seconds"] for p, m in row["tflite"].items() if m.get("seconds")}
+    return min(times, key=times.get) if times else None
+
+
+def precision_ratios(row):
+    """Each precision's median time over the model's own float32 file's, and
+    "int8_vs_dynamic"."""
+    tflite = row["tflite"]
+    own = {}
+    base = tflite.get("float32", {}).get("seconds")
+    for precision, measured in tflite.items():
+        if base and measured.get("seconds"):
+            own[precision] = measured["seconds"] / base
+    if tflite.get("int8", {}).get("seconds") and tflite.get("dynamic", {}).get("seconds"):
+        own["int8_vs_dynamic"] = tflite["int8"]["seconds"] / tflite["dynamic"]["seconds"]
+    return own
+
+
 def format_markdown(report):
     """The results as Markdown tables (figures with their ratio to the reference)."""
     info, ref, results = report["machine"], report["reference"], report["models"]
@@ -497,7 +628,9 @@ def format_markdown(report):
         f"after {info['warmup']} warm-up; TFLite with the default (XNNPACK) delegate, "
         f"{info['tflite_threads']} threads. Load average "
         f"{info['load_average_start'][0]:.2f} at start, {info['load_average_end'][0]:.2f} "
-        f"at end. Random weights; int8 calibrated on random images (timing only). "
+        f"at end. Random weights; int8 calibrated on random images (timing only; the "
+        f"fidelity table, if any, is on trained models). CPU features for int8: "
+        f"{', '.join(info.get('int8_cpu_flags') or []) or 'unknown'}. "
         f"(x) = ratio to {ref}, pair by pair.",
         "",
     ]
@@ -514,10 +647,29 @@ def format_markdown(report):
                  _with_ratio(row["flops"], ratio.get("flops"), 1e-9, 2)]
         cells += [_with_ratio(row["keras"].get(m), ratio.get("keras", {}).get(m), 1e3)
                   for m in modes]
-        cells += [_with_ratio(row["tflite"].get(p, {}).get("seconds"),
-                              ratio.get("tflite", {}).get(p, {}).get("seconds"), 1e3)
+        fastest = fastest_precision(row)
+        cells += [(lambda text: f"**{text}**" if p == fastest else text)(
+                      _with_ratio(row["tflite"].get(p, {}).get("seconds"),
+                                  ratio.get("tflite", {}).get(p, {}).get("seconds"), 1e3))
                   for p in precisions]
         lines.append("| " + " | ".join(cells) + " |")
+    if len(precisions) > 1:
+        lines += ["", "Bold: the model's fastest TFLite file. The same times against the "
+                  "model's own float32 file (int8 also against its dynamic-range file):", ""]
+        head = ["Model", "float32 (ms)"] + [f"{p} / float32" for p in precisions if p != "float32"]
+        head += ["int8 / dynamic"] * ("int8" in precisions and "dynamic" in precisions)
+        head += ["fastest"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, row in results.items():
+            own = precision_ratios(row)
+            cells = [name, _fmt(row["tflite"].get("float32", {}).get("seconds"), 1e3)]
+            cells += [_fmt(own.get(p), digits=2) + "x" if own.get(p) else "–"
+                      for p in precisions if p != "float32"]
+            if "int8" in precisions and "dynamic" in precisions:
+                cells.append(_fmt(own.get("int8_vs_dynamic"), digits=2) + "x"
+                             if own.get("int8_vs_dynamic") else "–")
+            cells.append(fastest_precision(row) or "–")
+            lines.append("| " + " | ".join(cells) + " |")
     if precisions:
         lines += ["", "TFLite file size and peak memory (RSS increase of a fresh process "
                   "loading and running the file), MB:", ""]
@@ -576,6 +728,25 @@ def format_markdown(report):
             if whole is not None:
                 total += f" (whole graph {whole * 1e3:.2f} ms)"
             lines.append(f"- {name}: {total}: " + ", ".join(parts) + ".")
+    checked = [(name, row["fidelity"]) for name, row in results.items() if row.get("fidelity")]
+    if checked:
+        first = checked[0][1]
+        shown = [p for p in PRECISIONS if p in first]
+        lines += ["", f"Fidelity of each file on a trained model: the architecture at "
+                  f"{info.get('fidelity_size', '?')} px trained {first['epochs']} epochs on "
+                  f"{first['images']['train']} generated images ({FIDELITY_CLASSES} "
+                  f"grating orientations), each file compared with the Keras model on "
+                  f"{first['images']['test']} other images; int8 calibrated on "
+                  f"{first['images']['calibration']} training images. Top-1 agreement with "
+                  "Keras / mean output error relative to the mean absolute output "
+                  "(outputs are logits):", ""]
+        head = ["Model", "Keras top-1"] + [f"{p}: agreement / error" for p in shown]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, fid in checked:
+            cells = [name, f"{100 * fid['keras_top1']:.1f}%"]
+            cells += [f"{100 * fid[p]['top1_agreement']:.1f}% / {100 * fid[p]['relative_error']:.2f}%"
+                      for p in shown]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Reported top-1: keras.applications' own figures for ResNet50 (74.9; the "
               "paper's R50 baseline is 76.2) and MobileNetV2; the paper's for the others "
               "(several figures: training recipes / longer training)."]
@@ -645,14 +816,26 @@ def add_benchmark_arguments(parser):
     parser.add_argument("--op-profile", nargs="*", metavar="MODEL",
                         help="also break the TFLite float32 time down by op, for these "
                              "models (all benchmarked ones if none is named)")
+    parser.add_argument("--int8-fidelity", nargs="*", metavar="MODEL",
+                        help="also train these models briefly on generated images and compare "
+                             "each precision's file with them on held-out images (all "
+                             "benchmarked ones if none is named)")
+    parser.add_argument("--fidelity-size", type=positive_int, default=64,
+                        help="input side for --int8-fidelity training")
+    parser.add_argument("--fidelity-epochs", type=positive_int, default=8)
     parser.add_argument("--output-dir", default="benchmarks")
 
 
 def run_benchmark(args):
-    op_profile_models = args.models if args.op_profile == [] else (args.op_profile or ())
+    def chosen(option):  # flag alone: every benchmarked model
+        return args.models if option == [] else (option or ())
+
     report = benchmark_models(args.models, args.image_size, args.runs, args.warmup,
                               args.threads, args.precisions, args.keras_modes, args.output_dir,
-                              op_profile_models=op_profile_models)
+                              op_profile_models=chosen(args.op_profile),
+                              fidelity_models=chosen(args.int8_fidelity),
+                              fidelity_size=args.fidelity_size,
+                              fidelity_epochs=args.fidelity_epochs)
     print(format_markdown(report))
     print(f"Wrote results.json, results.md and top1_vs_latency.png to {args.output_dir}")
 

@@ -25,7 +25,9 @@ def report(tmp_path_factory):
     result = benchmark.benchmark_models(list(builders), image_size=64, runs=2, warmup=1,
                                         builders=builders, reference="tiny_plain",
                                         output_dir=str(out), log=lambda *_: None,
-                                        op_profile_models=["tiny_max"])
+                                        op_profile_models=["tiny_max"],
+                                        fidelity_models=["tiny_max"], fidelity_size=32,
+                                        fidelity_epochs=2)
     return out, result, builders
 
 
@@ -183,3 +185,45 @@ def test_op_profile_argument_errors(capsys):
     assert cli.main(["benchmark", "--models", "ResNet50", "--op-profile", "NoSuchNet",
                      "--precisions", "--keras-modes"]) == 2
     assert "NoSuchNet" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- precisions and int8 fidelity
+
+
+def test_fastest_precision_and_own_ratios_in_the_report(report):
+    out, result, _ = report
+    markdown = (out / "results.md").read_text()
+    for name, row in result["models"].items():
+        times = {p: m["seconds"] for p, m in row["tflite"].items()}
+        fastest = min(times, key=times.get)
+        assert benchmark.fastest_precision(row) == fastest
+        own = benchmark.precision_ratios(row)
+        assert own["int8"] == pytest.approx(times["int8"] / times["float32"])
+        assert own["int8_vs_dynamic"] == pytest.approx(times["int8"] / times["dynamic"])
+        row_line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} | –"))
+        assert f"**{times[fastest] * 1e3:.1f} (" in row_line  # bold in the main table
+        own_line = next(line for line in markdown.splitlines()
+                        if line.startswith(f"| {name} | {times['float32'] * 1e3:.1f} |"))
+        assert own_line.endswith(f"| {fastest} |") and f"{own['int8']:.2f}x" in own_line
+
+
+def test_int8_fidelity_on_the_trained_model_in_the_report(report):
+    out, result, _ = report
+    assert "fidelity" not in result["models"]["tiny_plain"]
+    fidelity = result["models"]["tiny_max"]["fidelity"]
+    assert fidelity["epochs"] == 2 and fidelity["images"]["test"] > 0
+    assert 0 <= fidelity["keras_top1"] <= 1
+    assert fidelity["float32"]["top1_agreement"] == 1.0
+    assert fidelity["float32"]["relative_error"] < 1e-4
+    for precision in benchmark.PRECISIONS:
+        measured = fidelity[precision]
+        assert 0 <= measured["top1"] <= 1 and 0 <= measured["top1_agreement"] <= 1
+        assert 0 <= measured["mean_abs_error"] <= measured["max_abs_error"]
+    # int8 differs from float32 (it is really quantized) but not wildly
+    assert 0 < fidelity["int8"]["relative_error"] < 0.5
+    markdown = (out / "results.md").read_text()
+    assert "Fidelity of each file on a trained model" in markdown
+    int8 = fidelity["int8"]
+    assert (f"{100 * int8['top1_agreement']:.1f}% / {100 * int8['relative_error']:.2f}%"
+            in next(line for line in markdown.splitlines() if line.startswith("| tiny_max | ")
+                    and "% / " in line))

@@ -1,13 +1,14 @@
 """Int8 files that run on the phone's CPU delegate: ops XNNPACK has no int8 kernel for stay
 float (read off the file, not listed by hand), the hybrid's average pool becomes an exact
-fixed depthwise convolution,"""
+fixed depthwise convolution, and a trained model's int8 file agrees with it on images
+it was not calibrated on."""
 
 import numpy as np
 import pytest
 
 import keras
 import keras_pf
-from keras_pf import export
+from keras_pf import benchmark, export
 from keras_pf.mobile import rewrite
 from keras_pf.mobile.check import integer_ops, tflite_ops, undelegated_ops, weight_dtypes
 
@@ -118,3 +119,30 @@ def test_int8_file_of_the_hybrid_runs_its_pools_as_depthwise_convolutions(small_
     # float files keep the pool (nothing to gain there)
     float_path = export.export_tflite(model, tmp_path / "f.tflite", metadata=False)
     assert "AVERAGE_POOL_2D" in tflite_ops(float_path)
+
+
+# ---------------------------------------------------------------- fidelity, trained
+
+
+def test_trained_model_int8_agrees_on_held_out_images(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = TRANSFORMERS["pit"]()
+    result = benchmark.int8_fidelity(model, str(tmp_path), "pit", epochs=6, train_images=1024,
+                                     test_images=128, calibration_images=32,
+                                     precisions=("float32", "int8"))
+    assert result["keras_top1"] > 0.6, result  # chance is 0.25: the predictions mean something
+    assert result["float32"]["top1_agreement"] == 1.0
+    assert result["float32"]["relative_error"] < 1e-4
+    assert result["int8"]["top1_agreement"] >= 0.9, result
+    assert result["int8"]["relative_error"] < 0.15, result
+
+
+def test_grating_images_are_deterministic_and_balanced():
+    a, labels = benchmark.grating_images(400, 16, classes=4, seed=3)
+    b, same = benchmark.grating_images(400, 16, classes=4, seed=3)
+    c, _ = benchmark.grating_images(400, 16, classes=4, seed=4)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(labels, same)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 255
+    assert np.bincount(labels, minlength=4).min() > 60
