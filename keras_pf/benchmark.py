@@ -3,8 +3,9 @@ ResNet50 and MobileNetV2: parameters, FLOPs, Keras latency (compiled, XLA), TFLi
 latency, file size and peak memory per precision, each as a ratio to ResNet50.
 
 One process, one run; the timings interleave the models run by run, so that a load
-spike of the machine hits all of them alike: Keras in this process, TFLite in a fresh
-child process per precision that imports only the LiteRT interpreter. Each file's peak
+spike of the machine hits all of them alike: Keras in this process, TFLite in one fresh
+child process that imports only the LiteRT interpreter and times every file (all models,
+all precisions) in turn. Each file's peak
 memory is measured in a child process of its own.
 Weights are random (`weights=None`): latency does not depend on their values, and int8
 files are calibrated on random images, which is fine for timing but not for accuracy.
@@ -546,12 +547,15 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
                 for precision, path in export_all(built[name], tmp, name, precisions).items():
                     files[name, precision] = path
             built[name] = None  # free memory as we go
-        for precision in precisions:
-            log(f"TFLite {precision}: {runs} runs, models interleaved, {threads} threads")
-            names = list(results)
-            seconds = tflite_latencies([files[n, precision] for n in names], threads, runs,
-                                       warmup)
-            for name, (median, fastest) in zip(names, seconds):
+        if precisions:
+            # every file of every precision in one process, interleaved run by run: the
+            # precisions of one model are compared with each other (int8 vs its float32),
+            # so they must share the machine's state as the models do
+            order = [(name, precision) for precision in precisions for name in results]
+            log(f"TFLite {', '.join(precisions)}: {runs} runs, all {len(order)} files "
+                f"interleaved, {threads} threads")
+            seconds = tflite_latencies([files[key] for key in order], threads, runs, warmup)
+            for (name, precision), (median, fastest) in zip(order, seconds):
                 path = files[name, precision]
                 results[name]["tflite"][precision] = {
                     "seconds": median, "seconds_min": fastest,
