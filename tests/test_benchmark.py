@@ -27,7 +27,7 @@ def report(tmp_path_factory):
                                         output_dir=str(out), log=lambda *_: None,
                                         op_profile_models=["tiny_max"],
                                         fidelity_models=["tiny_max"], fidelity_size=32,
-                                        fidelity_epochs=2)
+                                        fidelity_epochs=1)
     return out, result, builders
 
 
@@ -211,7 +211,7 @@ def test_int8_fidelity_on_the_trained_model_in_the_report(report):
     out, result, _ = report
     assert "fidelity" not in result["models"]["tiny_plain"]
     fidelity = result["models"]["tiny_max"]["fidelity"]
-    assert fidelity["epochs"] == 2 and fidelity["images"]["test"] > 0
+    assert fidelity["epochs"] == 1 and fidelity["images"]["test"] > 0
     assert 0 <= fidelity["keras_top1"] <= 1
     assert fidelity["float32"]["top1_agreement"] == 1.0
     assert fidelity["float32"]["relative_error"] < 1e-4
