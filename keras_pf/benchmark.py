@@ -318,11 +318,6 @@ def grating_images(count, size, classes=FIDELITY_CLASSES, seed=0):
     return np.clip(pixels, 0, 255).astype("float32"), labels
 
 
-def _outputs_are_probabilities(model):
-    last = model.layers[-1] if model.layers else None
-    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
-
-
 def int8_fidelity(model, directory, name="model", epochs=3, train_images=2048,
                   test_images=512, calibration_images=64, precisions=PRECISIONS,
                   batch_size=32, learning_rate=5e-4, seed=0):
@@ -335,7 +330,7 @@ def int8_fidelity(model, directory, name="model", epochs=3, train_images=2048,
     is the mean absolute error over the mean absolute output."""
     import keras
 
-    from keras_pf.export import export_tflite, run_tflite
+    from keras_pf.export import export_tflite, outputs_probabilities, run_tflite
 
     size = tuple(model.input_shape[1:3])
     classes = model.output_shape[-1]
@@ -348,7 +343,7 @@ def int8_fidelity(model, directory, name="model", epochs=3, train_images=2048,
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.05),
                   loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=not _outputs_are_probabilities(model)),
+                      from_logits=not outputs_probabilities(model)),
                   metrics=["accuracy"])
     history = model.fit(normalize(train), train_labels, batch_size=batch_size, epochs=epochs,
                         verbose=0)

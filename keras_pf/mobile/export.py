@@ -443,13 +443,18 @@ def export_tflite(model, path, precision="float32", calibration=None,
     return path
 
 
+def outputs_probabilities(model):
+    """Whether `model`'s last layer ends in a softmax (probabilities, not logits)."""
+    last = model.layers[-1] if model.layers else None
+    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+
+
 def _metadata(model, labels, include_preprocessing, input_dtype, model_info):
     import keras_pf
     from keras_pf.imagenet import MEAN, STD
     from keras_pf.mobile import metadata as tflite_metadata
 
-    layers = model.layers
-    softmax = getattr(getattr(layers[-1], "activation", None), "__name__", "") == "softmax" if layers else False
+    softmax = outputs_probabilities(model)
     info = {
         "name": model.name,
         "description": (f"Image classifier ({model.output_shape[-1]} classes) exported by keras_pf "
