@@ -177,12 +177,17 @@ def test_export_layers_handles_attention(tmp_path):
     assert all(os.path.getsize(path) > 0 for _, path in files)
 
 
-def test_op_profile_argument_errors(capsys):
+def test_op_profile_and_fidelity_argument_errors(capsys):
     from keras_pf import cli
 
     with pytest.raises(ValueError, match="--op-profile model 'PFViTSmall'"):
         benchmark.benchmark_models(["ResNet50"], op_profile_models=["PFViTSmall"])
     assert cli.main(["benchmark", "--models", "ResNet50", "--op-profile", "NoSuchNet",
+                     "--precisions", "--keras-modes"]) == 2
+    assert "NoSuchNet" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--int8-fidelity model 'PFViTSmall'"):
+        benchmark.benchmark_models(["ResNet50"], fidelity_models=["PFViTSmall"])
+    assert cli.main(["benchmark", "--models", "ResNet50", "--int8-fidelity", "NoSuchNet",
                      "--precisions", "--keras-modes"]) == 2
     assert "NoSuchNet" in capsys.readouterr().err
 
