@@ -69,6 +69,16 @@ def test_cli_int8_check_is_held_out_and_full_int8_flag(tmp_path, capsys):
     assert "GELU" in undelegated_ops(paths[True])
 
 
+def test_a_renamed_node_is_found_by_its_calibrated_name():
+    from keras_pf.mobile.quantization import _calibrated_name
+
+    names = {"SOFTMAX": ["out:0", "block/Softmax"], "ADD": ["out:0_add"]}
+    assert _calibrated_name(names, "SOFTMAX", "block/Softmax") == "block/Softmax"
+    assert _calibrated_name(names, "SOFTMAX", "out:01") == "out:0"  # uniquified by the quantizer
+    assert _calibrated_name(names, "ADD", "out:01") is None  # same prefix, other op
+    assert _calibrated_name(names, "GELU", "x") is None
+
+
 def test_split_held_out_is_disjoint_and_complete():
     images = np.arange(10)[:, None] * np.ones((1, 3))
     rest, held = export.split_held_out(images, 4)
@@ -108,14 +118,18 @@ def test_overlapping_or_padded_pools_are_left_alone():
     assert rewrite.average_pools_as_convolutions(model) is model
 
 
-def test_int8_file_of_the_hybrid_runs_its_pools_as_depthwise_convolutions(small_resnet, tmp_path):
-    model = small_resnet(classifier_activation=None)
+def test_int8_file_of_the_hybrid_runs_its_pools_as_depthwise_convolutions(small_resnet, tmp_path,
+                                                                         capsys):
+    model = small_resnet()  # softmax head, as the named models
     path = export.export_tflite(model, tmp_path / "int8.tflite", "int8",
                                 calibration=_images(8, 64), metadata=False)
     ops = tflite_ops(path)
     assert "AVERAGE_POOL_2D" not in ops and "DEPTHWISE_CONV_2D" in ops
     assert weight_dtypes(path)["DEPTHWISE_CONV_2D"] == ["int8"]
+    # the head's SOFTMAX is the model output, which the quantizer renames: it is kept
+    # float all the same, and the export says so only because it is
     assert undelegated_ops(path) == {}
+    assert "int8: kept float (no int8 kernel in XNNPACK): SOFTMAX x1" in capsys.readouterr().out
     # float files keep the pool (nothing to gain there)
     float_path = export.export_tflite(model, tmp_path / "f.tflite", metadata=False)
     assert "AVERAGE_POOL_2D" in tflite_ops(float_path)

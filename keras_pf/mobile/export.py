@@ -414,13 +414,12 @@ def export_tflite(model, path, precision="float32", calibration=None,
             return converter.convert()
         from keras_pf.mobile.quantization import convert_int8
 
-        content, kept_float = convert_int8(converter, float_fallback)
+        content, kept_float, left = convert_int8(converter, float_fallback)
         if kept_float:
-            counts = {}
-            for op, _ in kept_float:
-                counts[op] = counts.get(op, 0) + 1
-            print("int8: kept float (no int8 kernel in XNNPACK): "
-                  + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
+            print("int8: kept float (no int8 kernel in XNNPACK): " + _op_counts(kept_float))
+        if left:
+            print("int8: still on TFLite's reference kernels (slow on phone CPUs): "
+                  + _op_counts(left))
         return content
 
     if qat:
@@ -441,6 +440,17 @@ def export_tflite(model, path, precision="float32", calibration=None,
     if labels is not None:
         write_atomic(labels_path(path), "\n".join(labels) + "\n")
     return path
+
+
+def _op_counts(nodes):
+    """"ADD x2, SOFTMAX x1" of `[(op, node name)]`; a node kept by its op type counts as
+    "all"."""
+    from keras_pf.mobile.quantization import BY_OP_TYPE
+
+    counts = {}
+    for op, node in nodes:
+        counts[op] = "all" if node == BY_OP_TYPE else counts.get(op, 0) + 1
+    return ", ".join(f"{op} x{n}" if n != "all" else f"{op} (all)" for op, n in sorted(counts.items()))
 
 
 def outputs_probabilities(model):
