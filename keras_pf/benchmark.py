@@ -556,16 +556,17 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
                     "seconds": median, "seconds_min": fastest,
                     "file_mb": os.path.getsize(path) / 2**20,
                     "peak_memory_mb": tflite_peak_memory(path, threads)}
-        if "float32" in precisions:  # what runs: BN folded? transposes? all delegated?
+        if precisions:  # what runs: BN folded? transposes? all delegated, every precision?
             from keras_pf.export import tflite_ops, undelegated_ops
 
             for name in results:
-                path = files[name, "float32"]
-                ops = {}
-                for op in tflite_ops(path):
-                    ops[op] = ops.get(op, 0) + 1
-                results[name]["tflite_float32_ops"] = ops
-                results[name]["tflite_float32_undelegated_ops"] = undelegated_ops(path)
+                if "float32" in precisions:
+                    ops = {}
+                    for op in tflite_ops(files[name, "float32"]):
+                        ops[op] = ops.get(op, 0) + 1
+                    results[name]["tflite_float32_ops"] = ops
+                results[name]["tflite_undelegated_ops"] = {
+                    precision: undelegated_ops(files[name, precision]) for precision in precisions}
         for name, layers in layer_files.items():
             log(f"op profile of {name}: {len(layers)} ops, each alone, {runs} runs")
             results[name]["op_profile"] = op_profile(layers, threads, runs, warmup)
@@ -700,14 +701,16 @@ def format_markdown(report):
                       if ratio.get("tflite", {}).get(p, {}).get("seconds_min") is not None]
             if parts:
                 lines.append(f"- {name}: " + ", ".join(parts) + ".")
-    ops_rows = [(name, row["tflite_float32_ops"], row.get("tflite_float32_undelegated_ops"))
+    ops_rows = [(name, row["tflite_float32_ops"], row.get("tflite_undelegated_ops", {}))
                 for name, row in results.items() if row.get("tflite_float32_ops")]
     if ops_rows:
         lines += ["", "TFLite float32 graphs (op: count; BatchNorm is folded into the "
-                  "convolutions and ReLU fused when no MUL/SUB/RELU ops appear):", ""]
+                  "convolutions and ReLU fused when no MUL/SUB/RELU ops appear), and the ops "
+                  "XNNPACK leaves to TFLite's builtin kernels in each precision's file:", ""]
         for name, ops, undelegated in ops_rows:
             text = ", ".join(f"{op} {n}" for op, n in sorted(ops.items(), key=lambda kv: -kv[1]))
-            left = ", ".join(f"{op} {n}" for op, n in (undelegated or {}).items()) or "none"
+            left = "; ".join(f"{precision} " + ", ".join(f"{op} {n}" for op, n in found.items())
+                             for precision, found in undelegated.items() if found) or "none"
             lines.append(f"- {name}: {text}; outside XNNPACK: {left}.")
     profiled = [(name, row) for name, row in results.items() if row.get("op_profile")]
     if profiled:

@@ -118,14 +118,17 @@ def test_bad_arguments_give_clear_errors(capsys):
 
 
 def test_float32_graph_has_folded_batchnorm_and_runs_in_xnnpack(report):
-    _, result, _ = report
+    out, result, _ = report
+    markdown = (out / "results.md").read_text()
     for name, row in result["models"].items():
         ops = row["tflite_float32_ops"]
         assert ops.get("CONV_2D", 0) > 0, name
         # BN folded into the convolutions, ReLU fused, NHWC throughout, static shapes
         for op in ("MUL", "SUB", "RSQRT", "RELU", "TRANSPOSE", "SHAPE", "STRIDED_SLICE"):
             assert op not in ops, (name, op)
-        assert row["tflite_float32_undelegated_ops"] == {}, name
+        # every precision's file, int8 with its softmax head included
+        assert row["tflite_undelegated_ops"] == {p: {} for p in benchmark.PRECISIONS}, name
+        assert "outside XNNPACK: none." in markdown
 
 
 # ------------------------------------------------------------------------- op profile
