@@ -430,6 +430,13 @@ def export_tflite(model, path, precision="float32", calibration=None,
 
             model = average_pools_as_convolutions(model)
         content = _convert(mobile_model(model, include_preprocessing, input_dtype), configure, run)
+    if precision == "dynamic":
+        from keras_pf.mobile.rewrite import float_depthwise_weights
+
+        content, count = float_depthwise_weights(content)
+        if count:
+            print(f"dynamic: {count} depthwise convolution(s) kept float "
+                  f"(no hybrid depthwise kernel in XNNPACK)")
     check_precision(content, precision)
     if metadata:
         from keras_pf.mobile import metadata as tflite_metadata
