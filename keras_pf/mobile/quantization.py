@@ -263,9 +263,13 @@ def quantize_aware(model):
     model (it is a tf_keras model: use `tf_keras` optimizers and losses, or strings),
     then `keras_pf.export.export_tflite(qat_model, path, precision="int8")`.
     """
+    from keras_pf.mobile.rewrite import average_pools_as_convolutions
+
     tfmot, tf_keras = _import_tfmot()
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
-    float_model = to_tf_keras(model)
+    # as for post-training int8: XNNPACK has no int8 average pool, a fixed depthwise
+    # convolution computes the same and runs in int8
+    float_model = to_tf_keras(average_pools_as_convolutions(model))
     float_layers = {}
     self_attention, self_attention_config = _self_attention_classes(tf_keras, tfmot)
 
