@@ -27,9 +27,12 @@ def _static_batch1(path, size):
 # Small models' code at a larger width (80-90 M weights take 25-45 s each to convert on
 # CI), so they are left out here; PiT-B's own patch 14 / stride 7 is covered by a small
 # generic PiT below.
-# PFResNet50Plain, PFViTTiny and PFPiTTiny (the Small models' code at other widths; the
-# plain block is in the parity cases) run with KERAS_PF_LONG_TESTS=1, for time.
-LONG_ONLY = {"PFResNet50Plain", "PFViTTiny", "PFPiTTiny"}
+# PFResNet50Plain, PFResNet50Max, PFViTSmall, PFViTTiny and PFPiTTiny run with
+# KERAS_PF_LONG_TESTS=1, for time: the max block and ViT-max are in the parity cases'
+# TFLite test (the plain block in the Keras parity test), the Tiny models are the Small
+# models' code at another width, and
+# PFResNet50Hybrid and PFPiTSmall stay as the named ResNet and transformer here.
+LONG_ONLY = {"PFResNet50Plain", "PFResNet50Max", "PFViTSmall", "PFViTTiny", "PFPiTTiny"}
 NAMED = sorted(set(keras_pf.MODELS) - {"PFResNet50", "PFViTBase", "PFPiTBase"}
                - (set() if os.environ.get("KERAS_PF_LONG_TESTS") == "1" else LONG_ONLY))
 FULL_SIZE = {"PFResNet50Hybrid"}  # one full 224x224 export; the rest at 64x64
