@@ -385,11 +385,12 @@ def convert_int8(converter, float_fallback=True):
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
     names = _output_names(calibrated)
-    nodes, ops, kept_float = [], [], []
+    kept_float = []
     for round_ in range(_FALLBACK_ROUNDS):
         content = tflite_convert.mlir_quantize(
             calibrated, disable_per_channel=converter._experimental_disable_per_channel,
-            denylisted_nodes=nodes or None, denylisted_ops=ops or None)
+            denylisted_nodes=[n for _, n in kept_float if n != BY_OP_TYPE] or None,
+            denylisted_ops=[op for op, n in kept_float if n == BY_OP_TYPE] or None)
         if not float_fallback:
             return content, [], []
         left = undelegated_int8_nodes(content)
@@ -399,12 +400,10 @@ def convert_int8(converter, float_fallback=True):
             node = _calibrated_name(names, op, name)
             # the quantizer renames some tensors (a model output gets a suffix), so a
             # node it cannot find by name is kept float by its op type
-            if node is not None and node not in nodes:
-                nodes.append(node)
+            if node is None or (op, node) in kept_float:
+                node = BY_OP_TYPE
+            if (op, node) not in kept_float:
                 kept_float.append((op, node))
-            elif op not in ops:
-                ops.append(op)
-                kept_float.append((op, BY_OP_TYPE))
     if left:  # report as float only what is
         left_nodes = {_calibrated_name(names, op, name) for op, name in left}
         left_ops = {op for op, _ in left}
