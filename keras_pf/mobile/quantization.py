@@ -25,7 +25,7 @@ import numpy as np
 
 import keras
 
-from keras_pf.layers import BroadcastSafeLayerNormalization
+from keras_pf.layers import BroadcastSafeLayerNormalization, gelu
 
 _tfmot = None
 
@@ -189,6 +189,8 @@ def _tf_keras_layer(layer, tf_keras, custom):
             continue
         if key in accepted or key == "name":
             config[key] = value
+    if getattr(layer, "activation", None) is gelu:  # same math under tf_keras' own name
+        config["activation"] = "gelu"
     return cls(**config)
 
 
