@@ -271,9 +271,9 @@ def tflite_peak_memory(path, threads=2):
 
 
 def export_all(model, directory, name, precisions=PRECISIONS, calibration_images=8):
-    """`{precision: path}`: the model exported with `keras_pf.export.export_tflite`.
+    """`{precision: path}`: the model exported with `keras_pf.mobile.export.export_tflite`.
     Int8 is calibrated on random images (timing only)."""
-    from keras_pf.export import export_tflite
+    from keras_pf.mobile.export import export_tflite
 
     paths = {}
     for precision in precisions:
@@ -330,7 +330,7 @@ def int8_fidelity(model, directory, name="model", epochs=3, train_images=2048,
     is the mean absolute error over the mean absolute output."""
     import keras
 
-    from keras_pf.export import export_tflite, outputs_probabilities, run_tflite
+    from keras_pf.mobile.export import export_tflite, outputs_probabilities, run_tflite
 
     size = tuple(model.input_shape[1:3])
     classes = model.output_shape[-1]
@@ -557,7 +557,7 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
                     "file_mb": os.path.getsize(path) / 2**20,
                     "peak_memory_mb": tflite_peak_memory(path, threads)}
         if precisions:  # what runs: BN folded? transposes? all delegated, every precision?
-            from keras_pf.export import tflite_ops, undelegated_ops
+            from keras_pf.mobile.export import tflite_ops, undelegated_ops
 
             for name in results:
                 if "float32" in precisions:

@@ -20,7 +20,7 @@ COMMANDS = {
     "finetune": ("keras_pf.finetune", "fine-tune a model on an image folder or tfds:NAME (tf.distribute-ready)"),
     "gradcam": ("keras_pf.gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("keras_pf.weights.cli", "list, download, import or verify published weights"),
-    "export": ("keras_pf.mobile.export", "export a model to a mobile .tflite file (float32/float16/dynamic/int8)"),
+    "export": ("keras_pf.mobile.export", "export a model: .tflite (float32/float16/dynamic/int8), ONNX, OpenVINO or SavedModel"),
 }
 
 

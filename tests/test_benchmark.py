@@ -148,7 +148,7 @@ def test_op_profile_in_the_report(report):
 
 
 def test_export_layers_writes_each_op_alone_with_the_models_weights(tmp_path):
-    from keras_pf.export import run_tflite, tflite_ops
+    from keras_pf.mobile.export import run_tflite, tflite_ops
 
     model = _tiny("max")(64)
     files = benchmark.export_layers(model, str(tmp_path))

@@ -8,7 +8,7 @@ import pytest
 
 import keras
 import keras_pf
-from keras_pf import export
+from keras_pf.mobile import export
 from keras_pf.imagenet import preprocess_input
 
 SIZE = 64

@@ -13,7 +13,7 @@ import pytest
 
 import keras
 import keras_pf
-from keras_pf import export
+from keras_pf.mobile import export
 from keras_pf.layers import BroadcastSafeLayerNormalization
 
 # elementwise ops with two broadcasting operands

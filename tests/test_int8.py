@@ -8,7 +8,8 @@ import pytest
 
 import keras
 import keras_pf
-from keras_pf import benchmark, export
+from keras_pf import benchmark
+from keras_pf.mobile import export
 from keras_pf.mobile import rewrite
 from keras_pf.mobile.check import integer_ops, tflite_ops, undelegated_ops, weight_dtypes
 

@@ -10,7 +10,8 @@ import pytest
 
 import keras
 import keras_pf
-from keras_pf import export, quantization
+from keras_pf import quantization
+from keras_pf.mobile import export
 
 SMALL = {
     "resnet": lambda: keras_pf.PFResNet(block="hybrid", depths=(1, 1, 1, 1), width_mult=0.25,
@@ -25,7 +26,7 @@ SMALL = {
 
 
 def test_import_keras_pf_leaves_keras_alone():
-    code = ("import os, sys, keras_pf, keras_pf.export, keras_pf.quantization; "
+    code = ("import os, sys, keras_pf, keras_pf.mobile.export, keras_pf.quantization; "
             "assert 'tensorflow_model_optimization' not in sys.modules; "
             "keras_pf.quantization._import_tfmot(); "
             "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ['TF_USE_LEGACY_KERAS']")

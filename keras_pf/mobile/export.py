@@ -42,8 +42,9 @@ class CalibrationWarning(UserWarning):
 # ---------------------------------------------------------------------------- building
 
 
-def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
+def mobile_model(model, include_preprocessing=False, input_dtype="float32", batch_size=1):
     """`model` behind a batch-1, static-shape input, optionally with the normalization.
+    (`batch_size=None`: a variable batch, for the server formats of `keras_pf.export`.)
 
     With `include_preprocessing`, the input is RGB pixels in [0, 255] (`input_dtype`
     "float32" or "uint8") and `keras_pf.preprocess_input`'s mean/std normalization runs
@@ -54,7 +55,7 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
     shape = tuple(model.input_shape[1:])
     if len(model.inputs) != 1 or len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(
-            "Mobile export needs a model with one image input of fixed height, width "
+            "Export needs a model with one image input of fixed height, width "
             f"and channels; received input_shape={model.input_shape}. Build the model "
             "with e.g. input_shape=(224, 224, 3)."
         )
@@ -62,7 +63,7 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
         raise ValueError(f"input_dtype must be 'float32' or 'uint8'; received {input_dtype!r}")
     if input_dtype == "uint8" and not include_preprocessing:
         raise ValueError("input_dtype='uint8' means raw pixels: use it with include_preprocessing=True")
-    inputs = keras.Input(shape=shape, batch_size=1, dtype=input_dtype, name="pixels" if include_preprocessing else "image")
+    inputs = keras.Input(shape=shape, batch_size=batch_size, dtype=input_dtype, name="pixels" if include_preprocessing else "image")
     x = inputs
     if include_preprocessing:
         from keras_pf.imagenet import MEAN, STD
@@ -317,6 +318,11 @@ def check_export_arguments(path, precision, num_calibration=100, image_size=None
                     "with the pixel count. Use e.g. --input-size 224.")
     if os.path.isdir(path):
         raise ValueError(f"Output {path!r} is a folder; name the .tflite file to write.")
+    check_output_folder(path)
+
+
+def check_output_folder(path):
+    """Raise ValueError unless the folder `path` goes in can be created and written."""
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):  # the nearest existing folder must let us create the rest
         parent = os.path.dirname(parent)
@@ -571,9 +577,18 @@ def add_export_arguments(parser):
                              "then compares logits, which shows errors more plainly)")
     parser.add_argument("--no-metadata", dest="metadata", action="store_false",
                         help="write no TFLite metadata (labels then only in the .labels.txt)")
-    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--format", default="litert",
+                        choices=("litert", "onnx", "openvino", "saved_model"),
+                        help="litert: a mobile .tflite file (default); onnx: a .onnx file "
+                             "(ONNX Runtime; pip install 'keras_pf[onnx]'); openvino: .xml + "
+                             ".bin (pip install 'keras_pf[openvino]'); saved_model: a "
+                             "TensorFlow SavedModel folder. The last three are float32 "
+                             "with a variable batch")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the file to write: .tflite, .onnx, .xml, or a folder for saved_model")
     parser.add_argument("--check", action="store_true",
-                        help="compare the file with the Keras model and print a table")
+                        help="compare the file, run in its own runtime, with the Keras model "
+                             "and print a table")
 
 
 def is_saved_model_path(name):
@@ -609,8 +624,14 @@ def run_export(args):
                          "or pass a saved .keras model file")
     if args.uint8_input and not args.include_preprocessing:
         raise ValueError("--uint8-input feeds raw pixels: drop --no-include-preprocessing")
-    check_export_arguments(args.output, args.precision, args.num_calibration,
-                           None if saved else (args.input_size,) * 2)
+    fmt = getattr(args, "format", "litert")
+    if fmt != "litert":  # keras_pf.export: ONNX, OpenVINO, SavedModel
+        from keras_pf.export.cli import server_arguments
+
+        server_arguments(args, None if saved else (args.input_size,) * 2)
+    else:
+        check_export_arguments(args.output, args.precision, args.num_calibration,
+                               None if saved else (args.input_size,) * 2)
     labels = read_labels(args.labels) if args.labels else None
     if saved:
         if args.weights is not None or args.logits:
@@ -628,6 +649,10 @@ def run_export(args):
         model = keras_pf.MODELS[args.model](**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
+    if fmt != "litert":
+        from keras_pf.export.cli import run_server_export
+
+        return run_server_export(args, model, labels, size, input_dtype)
     images = held_out = None
     if args.calibration is not None:
         extra = CHECK_IMAGES if args.check else 0

@@ -263,7 +263,7 @@ def quantize_aware(model):
     images (`export_tflite(qat, path, "int8", calibration=...)`) gives the float layers
     int8 ranges too. Compile and `fit` it as any
     model (it is a tf_keras model: use `tf_keras` optimizers and losses, or strings),
-    then `keras_pf.export.export_tflite(qat_model, path, precision="int8")`.
+    then `keras_pf.mobile.export.export_tflite(qat_model, path, precision="int8")`.
     """
     from keras_pf.mobile.rewrite import average_pools_as_convolutions
 
