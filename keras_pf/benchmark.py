@@ -828,9 +828,25 @@ def add_benchmark_arguments(parser):
                         help="input side for --int8-fidelity training")
     parser.add_argument("--fidelity-epochs", type=positive_int, default=3)
     parser.add_argument("--output-dir", default="benchmarks")
+    parser.add_argument("--runtimes", nargs="*", metavar="RUNTIME",
+                        help="instead: time the models in each runtime (litert onnxruntime "
+                             "openvino onnxruntime-dynamic onnxruntime-int8 openvino-default; "
+                             "all if none is named), ratios to ResNet50 per runtime; default "
+                             "models: ResNet50 and the models with published weights. Writes "
+                             "runtimes.json and runtimes.md")
 
 
 def run_benchmark(args):
+    if args.runtimes is not None:
+        from keras_pf import benchmark_runtimes as runtimes
+
+        chosen = args.runtimes or list(runtimes.VARIANTS)
+        models = args.models if args.models != list(DEFAULT_MODELS) else list(runtimes.DEFAULT_MODELS)
+        report = runtimes.benchmark_runtimes(models, chosen, args.image_size, args.runs,
+                                             args.warmup, args.threads, args.output_dir)
+        print(runtimes.format_markdown(report))
+        print(f"Wrote runtimes.json and runtimes.md to {args.output_dir}")
+        return
     def chosen(option):  # flag alone: every benchmarked model
         return args.models if option == [] else (option or ())
 

@@ -170,6 +170,15 @@ def prepared_model(model, include_preprocessing=False, input_dtype="float32", ba
     return wrapped
 
 
+def signature(wrapped):
+    """The input signature for Keras' exporters: the wrapped model's own shape and name
+    (inferred, Keras would make the batch variable even for `batch_size=1`)."""
+    import tensorflow as tf
+
+    inp = wrapped.inputs[0]
+    return [tf.TensorSpec(tuple(wrapped.input_shape), inp.dtype, name=inp.name)]
+
+
 def output_name(model):
     """"probabilities" for a softmax head, else "logits" (the file's output name)."""
     from keras_pf.mobile.export import outputs_probabilities

@@ -126,7 +126,8 @@ def export_onnx(model, path, include_preprocessing=False, input_dtype="float32",
             with _quiet_tf2onnx(), warnings.catch_warnings():
                 # Keras' tf2onnx patch probes `np.object` (numpy 2's FutureWarning)
                 warnings.simplefilter("ignore", FutureWarning)
-                wrapped.export(tmp, format="onnx", verbose=False, opset_version=opset)
+                wrapped.export(tmp, format="onnx", verbose=False, opset_version=opset,
+                               input_signature=common.signature(wrapped))
         except Exception as error:  # tf2onnx raises many types for an op it cannot map
             raise ValueError(f"tf2onnx cannot convert {model.name!r} to ONNX "
                              f"({type(error).__name__}: {common.first_line(error)}); "

@@ -43,7 +43,8 @@ def export_openvino(model, path, include_preprocessing=False, input_dtype="float
     wrapped = common.prepared_model(model, include_preprocessing, input_dtype, batch_size)
     with _temp_dir() as tmp:
         saved = os.path.join(tmp, "saved_model")
-        wrapped.export(saved, format="tf_saved_model", verbose=False)
+        wrapped.export(saved, format="tf_saved_model", verbose=False,
+                       input_signature=common.signature(wrapped))
         try:
             converted = ov.convert_model(saved)
         except Exception as error:  # OpConversionFailure and others
@@ -94,7 +95,8 @@ def default_precision():
     """The CPU plugin's default inference precision here ("f32" or "bf16")."""
     import openvino as ov
 
-    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
 
 def run_openvino(path, images, threads=None, precision="f32"):

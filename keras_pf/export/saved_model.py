@@ -50,7 +50,8 @@ def export_saved_model(model, path, include_preprocessing=False, input_dtype="fl
     common.remove_stale_partials(path)
     wrapped = common.prepared_model(model, include_preprocessing, input_dtype, batch_size)
     with common.atomic_folder(path) as tmp:
-        wrapped.export(tmp, format="tf_saved_model", verbose=False)
+        wrapped.export(tmp, format="tf_saved_model", verbose=False,
+                       input_signature=common.signature(wrapped))
     common.write_labels(labels_path(path), labels)
     return path
 
