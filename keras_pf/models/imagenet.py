@@ -11,7 +11,7 @@ from keras import ops
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
-_CLASS_INDEX_PATH = os.path.join(os.path.dirname(__file__), "data", "imagenet_class_index.json")
+_CLASS_INDEX_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "imagenet_class_index.json")
 _class_index = None
 
 

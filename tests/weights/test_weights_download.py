@@ -18,6 +18,8 @@ import pytest
 
 from conftest import ParityCase
 
+from keras_pf.weights import cache as weights_cache
+
 CASE = "resnet_hybrid_64"
 WEIGHTS_ID = "test_pf_resnet"
 TAG = "tiny"
@@ -29,7 +31,7 @@ def build_case_model(**kwargs):
 
 
 def register_test_entry(source, **kwargs):
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     return registry.register_weights(WEIGHTS_ID, TAG, source, model=build_case_model,
                                      imagenet=True, note="parity checkpoint", **kwargs)
@@ -108,7 +110,7 @@ def server():
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty cache ($KERAS_HOME) and a registry copy the test may change."""
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
@@ -216,7 +218,7 @@ def _converted_bytes(tmp_path):
 def test_mirror_is_used_when_its_sha256_matches(server, cache, tmp_path, monkeypatch):
     import hashlib
 
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     data = _converted_bytes(tmp_path)
     server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = data
@@ -230,7 +232,7 @@ def test_mirror_is_used_when_its_sha256_matches(server, cache, tmp_path, monkeyp
 
 
 def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_path, monkeypatch):
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = _converted_bytes(tmp_path)
     monkeypatch.setenv(registry.MIRROR_ENV, server.url + "/mirror")
@@ -243,14 +245,14 @@ def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_
 
 def test_two_processes_at_once_download_once(server, cache, tmp_path):
     server.delay = 1.0  # keep the first download in flight while the second asks
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, for conftest
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {tests_dir!r})
-        from test_weights_download import register_test_entry
-        from keras_pf.weights import download
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); from test_weights_download import register_test_entry
+        from keras_pf.weights import cache as weights_cache
         register_test_entry({server.url + "/checkpoint.pth"!r})
-        print(cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+        print(weights_cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
     """)
     env = dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3")
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
@@ -276,9 +278,9 @@ def test_cli_import_then_verify(cache, capsys):
     assert f"{WEIGHTS_ID}/{TAG}: OK" in out
 
     # A corrupted cached file fails verification when its sha256 is recorded.
-    from keras_pf.weights import cache, download, registry
+    from keras_pf.weights import cache as weights_cache, download, registry
 
-    path = cache.cached_weights_path(WEIGHTS_ID, TAG)
+    path = weights_cache.cached_weights_path(WEIGHTS_ID, TAG)
     registry.WEIGHTS[WEIGHTS_ID]["tags"][TAG]["sha256"] = download.sha256_of(path)
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
@@ -294,10 +296,10 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
     whatever the model's name, head or input size."""
     import keras_pf
     from keras_pf.models.layers import resize_grid
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     resnet = keras_pf.PFResNet50Max(weights=None)
-    path = cache.weights_path("pf_resnet50_max", "imagenet")
+    path = weights_cache.weights_path("pf_resnet50_max", "imagenet")
     os.makedirs(os.path.dirname(path))
     resnet.save_weights(path)
     backbone = keras_pf.PFResNet50Max(include_top=False, pooling="avg", name="my_backbone")
@@ -305,7 +307,7 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
                                   np.asarray(resnet.get_layer("conv5_block3_3_conv").kernel))
 
     vit = keras_pf.PFViTSmall(weights=None)
-    vit.save_weights(cache.weights_path("pf_vit_small", "imagenet"))
+    vit.save_weights(weights_cache.weights_path("pf_vit_small", "imagenet"))
     small = keras_pf.PFViTSmall(input_shape=(160, 160, 3))
     expected = resize_grid(np.asarray(vit.get_layer("pos_embed").embedding), (10, 10))
     np.testing.assert_allclose(np.asarray(small.get_layer("pos_embed").embedding), expected,
@@ -366,7 +368,7 @@ def test_endless_body_is_cut_at_the_size_cap(server, cache, monkeypatch):
 def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp_path, monkeypatch):
     import hashlib
 
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache as weights_cache, registry
 
     data = _converted_bytes(tmp_path)
     mirror = f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"
@@ -381,18 +383,18 @@ def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp
 
 
 def _fetch_script(url, gdrive_url=None, before=""):
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, for conftest
     return textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {tests_dir!r})
         {before}
-        from test_weights_download import register_test_entry
-        from keras_pf.weights import download
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); from test_weights_download import register_test_entry
+        from keras_pf.weights import cache as weights_cache, download
         if {gdrive_url!r}:
             download.GDRIVE_URL = {gdrive_url!r}
         register_test_entry({url!r})
         try:
-            print(cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+            print(weights_cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
         except OSError as error:
             print("ERROR", error)
             sys.exit(1)
@@ -452,7 +454,7 @@ def test_leftovers_of_another_file_in_flight_are_not_touched(server, cache):
     other = [cache / ".tmp_abcdefghother.weights.h5", cache / ".original-other.weights.h5-x1y2z3.pth"]
     for path in other:
         path.write_bytes(b"in flight")
-    cache.fetch(WEIGHTS_ID, "imagenet", progress=False)
+    weights_cache.fetch(WEIGHTS_ID, "imagenet", progress=False)
     assert all(path.exists() for path in other)
 
 
@@ -479,10 +481,10 @@ def test_gdown_download_converts_and_caches(server, cache, monkeypatch):
 
 
 def test_waiting_for_a_lock_held_by_another_process_says_so_and_gives_up(cache, monkeypatch, capsys):
-    from keras_pf.weights import cache, download, registry
+    from keras_pf.weights import cache as weights_cache, download, registry
 
     register_test_entry("http://127.0.0.1:9/never-used.pth")
-    path = cache.weights_path(WEIGHTS_ID, TAG)
+    path = weights_cache.weights_path(WEIGHTS_ID, TAG)
     os.makedirs(os.path.dirname(path))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
@@ -492,7 +494,7 @@ def test_waiting_for_a_lock_held_by_another_process_says_so_and_gives_up(cache, 
         assert holder.stdout.readline().strip() == "held"
         monkeypatch.setenv(download.LOCK_TIMEOUT_ENV, "1")
         with pytest.raises(download.WeightsDownloadError) as error:
-            cache.fetch(WEIGHTS_ID, TAG, progress=False)
+            weights_cache.fetch(WEIGHTS_ID, TAG, progress=False)
     finally:
         holder.kill()
         holder.wait()
