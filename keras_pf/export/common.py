@@ -67,7 +67,7 @@ def labels_path(path, suffix=""):
 
 def labels_for(model, labels):
     """The checked class names for `model`'s output (ImageNet's for 1000 classes)."""
-    from keras_pf.mobile.export import _labels
+    from keras_pf.mobile.labels import model_labels as _labels
 
     return _labels(model, labels)
 
@@ -159,7 +159,7 @@ def prepared_model(model, include_preprocessing=False, input_dtype="float32", ba
                          dtype=input_dtype, name="pixels" if include_preprocessing else "image")
     x = inputs
     if include_preprocessing:
-        from keras_pf.imagenet import MEAN, STD
+        from keras_pf.models.imagenet import MEAN, STD
 
         if input_dtype == "uint8":
             x = keras.ops.cast(x, "float32")
@@ -198,7 +198,7 @@ def keras_reference(model, images, include_preprocessing=False):
     """Keras' float32 outputs for `images` as the exported file takes them."""
     x = np.asarray(images).astype("float32")
     if include_preprocessing:
-        from keras_pf.imagenet import preprocess_input
+        from keras_pf.models.imagenet import preprocess_input
 
         x = preprocess_input(x)
     return np.asarray(model(x, training=False), dtype="float32")

@@ -1,7 +1,9 @@
 """LiteRT (TFLite): the mobile export of `keras_pf.mobile.export`, under the interface
 the other formats of `keras_pf.export` share."""
 
-from keras_pf.mobile.export import check_tflite, export_tflite, labels_path, run_tflite  # noqa: F401
+from keras_pf.mobile.check import check_tflite, run_tflite  # noqa: F401
+from keras_pf.mobile.export import export_tflite  # noqa: F401
+from keras_pf.mobile.labels import labels_path  # noqa: F401
 
 SUFFIX = ".tflite"
 

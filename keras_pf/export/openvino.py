@@ -34,7 +34,7 @@ def export_openvino(model, path, include_preprocessing=False, input_dtype="float
     common.require("openvino")
     import openvino as ov
 
-    from keras_pf.mobile.export import _temp_dir
+    from keras_pf.mobile.converter import temp_dir as _temp_dir
 
     path = common.check_file_output(path, SUFFIX, "OpenVINO")
     labels = common.labels_for(model, labels)

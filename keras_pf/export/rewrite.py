@@ -13,7 +13,7 @@ form becomes one `Conv` with `group = channels`.)
 
 import keras
 
-from keras_pf.graph import is_functional, nested_layers
+from keras_pf._compat.keras import is_functional, nested_layers
 
 
 def _rewritable(layer):
