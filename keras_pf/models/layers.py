@@ -63,7 +63,7 @@ def gelu(x):
     operator for (tf2onnx writes a graph ONNX Runtime refuses). `erf` is ONNX's `Erf`
     (opset 9+) and OpenVINO's; TFLite's converter fuses this exact op order, as it does
     Keras' form, into its single GELU op. (Other orders, e.g. `x * (0.5 * (1 + erf))`,
-    are not fused and leave a `tf.Erf` TFLite has no builtin for.) Used as
+    are not fused and leave an Erf op that TFLite has no builtin for.) Used as
     `keras.layers.Activation(gelu)`; saved as `"keras_pf>gelu"`.
     """
     return 0.5 * x * (1.0 + ops.erf(x * SQRT_HALF))
