@@ -1,7 +1,7 @@
 """Exact rewrites of the Keras model before an ONNX conversion.
 
 PiT's pooling layer is a grouped `Conv2D` (one input channel per group, two filters
-each; chosen for LiteRT's GPU delegate, see `keras_pf.pf_pit`). On TensorFlow, Keras runs
+each; chosen for LiteRT's GPU delegate, see `keras_pf.models.pf_pit`). On TensorFlow, Keras runs
 a grouped convolution inside a nested `tf.function(jit_compile=True)`, and tf2onnx does
 not inline XLA functions: the ONNX graph keeps a `StatefulPartitionedCall` node that ONNX
 Runtime refuses. A `DepthwiseConv2D` with depth multiplier `filters / groups` computes
