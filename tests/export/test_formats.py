@@ -28,12 +28,19 @@ def _runtime(fmt):
         pytest.importorskip("tf2onnx")
 
 
-# ResNet and PiT take pixels (normalization inside), ViT preprocessed tensors: both
-# preprocessing choices in every format.
-# PiT (same blocks as ViT, plus the grouped pooling convolution) is the slow tier.
-@pytest.mark.parametrize("family, preprocessing", [
-    ("resnet", True), ("vit", False), pytest.param("pit", True, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("fmt", SERVER)
+# ResNet and PiT take pixels (normalization inside), ViT preprocessed tensors. The default
+# tier runs every format once and ONNX (where GELU once broke) with both families and
+# both preprocessing choices; the other pairs (a SavedModel export and OpenVINO's
+# conversion of it are 10-20 s each) are the slow tier.
+_slow = pytest.mark.slow
+FORMAT_CASES = [("onnx", "resnet", True), ("onnx", "vit", False),
+                ("openvino", "resnet", True), ("saved_model", "vit", False),
+                pytest.param("openvino", "vit", False, marks=_slow),
+                pytest.param("saved_model", "resnet", True, marks=_slow)] + [
+                pytest.param(fmt, "pit", True, marks=_slow) for fmt in SERVER]
+
+
+@pytest.mark.parametrize("fmt, family, preprocessing", FORMAT_CASES)
 def test_file_runs_in_its_runtime_and_matches_keras(fmt, family, preprocessing, tiny_family,
                                                     tmp_path):
     from keras_pf.models.imagenet import preprocess_input
@@ -87,6 +94,7 @@ def test_keras_gelu_in_an_old_model_is_rewritten_for_onnx(tmp_path):
     np.testing.assert_allclose(formats.run_model(path, x, "onnx"), np.asarray(model(x)), atol=1e-5)
 
 
+@pytest.mark.slow  # the CLI test below exports with --uint8-input too
 def test_uint8_pixels_in(tiny_family, tmp_path):
     _runtime("onnx")
     model = tiny_family("resnet")
@@ -138,18 +146,23 @@ def test_wrong_suffix_is_refused_before_any_work(fmt, output, needle, tiny_famil
     assert os.listdir(tmp_path) == []
 
 
-def test_saved_model_replaces_a_saved_model_and_refuses_any_other_folder(tiny_family, tmp_path):
+def test_saved_model_refuses_a_folder_that_is_not_one(tiny_family, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        formats.export_model(tiny_family("resnet"), tmp_path / "photos", "saved_model")
+    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]
+    assert sorted(os.listdir(tmp_path)) == ["photos"]
+
+
+@pytest.mark.slow  # two SavedModel exports
+def test_saved_model_replaces_a_saved_model(tiny_family, tmp_path):
     model = tiny_family("resnet")
     path = formats.export_model(model, tmp_path / "sm", "saved_model")
     first = os.path.getmtime(os.path.join(path, "saved_model.pb"))
     formats.export_model(model, tmp_path / "sm", "saved_model")  # replaced in place
     assert os.path.getmtime(os.path.join(path, "saved_model.pb")) >= first
     assert sorted(os.listdir(tmp_path)) == ["sm"]
-    (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
-    with pytest.raises(ValueError, match="not a SavedModel"):
-        formats.export_model(model, tmp_path / "photos", "saved_model")
-    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]
 
 
 def test_unknown_format(tiny_family, tmp_path):
@@ -167,7 +180,8 @@ def saved_keras(tiny_family, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("fmt", SERVER)
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("openvino", marks=_slow),
+                                 pytest.param("saved_model", marks=_slow)])
 def test_cli_exports_and_checks_a_keras_file(fmt, saved_keras, tmp_path, capsys):
     _runtime(fmt)
     out = tmp_path / OUTPUT[fmt]

@@ -35,7 +35,9 @@ def test_keras_exporter_refuses_a_model_never_called(tiny_family, tmp_path):
         fresh.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# ViT in the default tier (its GELU must stay one builtin op), the others slow.
+@pytest.mark.parametrize("family", [pytest.param("resnet", marks=pytest.mark.slow), "vit",
+                                    pytest.param("pit", marks=pytest.mark.slow)])
 def test_keras_litert_export_is_builtins_only_and_matches(family, tiny_family, tmp_path):
     model = _called(tiny_family(family))
     path = str(tmp_path / f"{family}.tflite")
@@ -53,9 +55,9 @@ def test_keras_litert_export_is_builtins_only_and_matches(family, tiny_family, t
 # leaves in the graph as StatefulPartitionedCall; keras-pf export rewrites it
 # (keras_pf/export/rewrite.py). Strict: when Keras or tf2onnx fix it, this says so.
 @pytest.mark.parametrize("family", [
-    "resnet", "vit",
-    pytest.param("pit", marks=pytest.mark.xfail(
-        strict=True, reason="Keras' grouped Conv2D is an XLA function tf2onnx cannot inline"))])
+    pytest.param("resnet", marks=pytest.mark.slow), "vit",
+    pytest.param("pit", marks=[pytest.mark.slow, pytest.mark.xfail(
+        strict=True, reason="Keras' grouped Conv2D is an XLA function tf2onnx cannot inline")])])
 def test_keras_onnx_export_loads_in_onnxruntime_and_matches(family, tiny_family, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
