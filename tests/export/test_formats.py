@@ -9,6 +9,7 @@ import pytest
 
 import keras
 from keras_pf import export as formats
+from keras_pf.models.resolve import MODEL_NAMES
 from keras_pf_cli import main
 
 SIZE = 64
@@ -235,3 +236,25 @@ def test_cli_model_the_format_cannot_express(tmp_path, capsys):
     err = _cli_error(["export", str(path), "--format", "onnx", "-o", str(tmp_path / "m.onnx")], capsys)
     assert "cannot be expressed in ONNX" in err
     assert sorted(os.listdir(tmp_path)) == ["lgamma.keras"]
+
+
+# ------------------------------------------------------------- every named model
+
+
+@pytest.mark.slow  # 10 models x 4 formats: the run kept back from the default tier
+@pytest.mark.parametrize("fmt", formats.FORMATS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_named_model_in_every_format(name, fmt, tmp_path):
+    """Straight after construction (never called), 64x64 (ViT/PiT resize their position
+    embedding), pixels in: the file runs in its own runtime and matches Keras at 1e-4
+    of the logits' scale."""
+    import keras_pf
+
+    if fmt != "litert":
+        _runtime(fmt)
+    model = getattr(keras_pf, name)(weights=None, input_shape=(SIZE, SIZE, 3),
+                                    classifier_activation=None)
+    suffix = {"litert": "m.tflite", **OUTPUT}[fmt]
+    path = formats.export_model(model, tmp_path / suffix, fmt, include_preprocessing=True)
+    report = formats.check_model(model, path, _pixels(2, seed=5), fmt, True)
+    assert report["matches"], report
