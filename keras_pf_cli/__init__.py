@@ -21,7 +21,7 @@ COMMANDS = {
     "finetune": ("finetune", "fine-tune a model on an image folder or tfds:NAME (tf.distribute-ready)"),
     "gradcam": ("gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("weights", "list, download, import or verify published weights"),
-    "export": ("export", "export a model to a mobile .tflite file (float32/float16/dynamic/int8)"),
+    "export": ("export", "export a model: .tflite (float32/float16/dynamic/int8), ONNX, OpenVINO or SavedModel"),
 }
 
 
