@@ -36,6 +36,7 @@ import shutil
 
 from keras_pf import MODEL_NAMES
 from keras_pf.files import atomic_output, write_atomic
+from keras_pf.weights import integrity
 
 # Keras, TensorFlow and the models are imported where used, so that
 # `keras-pf finetune --help` answers without importing TensorFlow.
@@ -354,6 +355,7 @@ def finetune(
     }
     with atomic_output(paths["model"]) as tmp:  # the temp name keeps the .keras suffix
         model.save(tmp)
+    integrity.record(paths["model"])  # checked when export or gradcam reads it back
     record = {**history, "phase_boundary": head_epochs if head_epochs and epochs else 0,
               "evaluation": evaluation}
     write_atomic(paths["history"], json.dumps(record, indent=2))

@@ -166,12 +166,12 @@ def _check_model_name(name):
 def _load_model(name, weights):
     from keras_pf import MODELS
 
-    import keras
-
     _check_model_name(name)
     if name in MODELS:
         return MODELS[name](weights=None if str(weights).lower() == "none" else weights)
-    return keras.saving.load_model(name)
+    from keras_pf.safe_load import load_model  # a hostile or broken file: one line
+
+    return load_model(name)
 
 
 def _class_names_beside(model_path):

@@ -105,7 +105,8 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
     callback = TrainingBackup(str(tmp_path))
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 1.0})
-    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "epoch001.weights.h5.sha256.json",
+                                            "history.json"]
 
     def interrupted(path):  # half a file, then the process is stopped
         with open(path, "wb") as f:
@@ -115,7 +116,8 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
     model.save_weights = interrupted
     with pytest.raises(KeyboardInterrupt):
         callback.on_epoch_end(1, {"loss": 0.5})
-    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "epoch001.weights.h5.sha256.json",
+                                            "history.json"]
     assert TrainingBackup.latest(str(tmp_path))[0] == 1
     assert TrainingBackup.saved_history(str(tmp_path), 5) == {"loss": [1.0]}
 

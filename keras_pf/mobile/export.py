@@ -583,18 +583,14 @@ def is_saved_model_path(name):
 def load_saved_model(path):
     """A `.keras` model (keras_pf's layers registered) and its class names, from the
     `class_names.json` beside it (None if there is none)."""
-    import keras
-
     import keras_pf  # noqa: F401  (registers keras_pf's layers for deserialization)
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"Model file {path!r} not found.")
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(f"Cannot load {path!r} as a Keras model ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:160] if str(error) else ''})") from None
+    from keras_pf.safe_load import load_model  # a hostile or broken file: one line
+
+    model = load_model(path)
     names_path = os.path.join(os.path.dirname(os.path.abspath(path)), "class_names.json")
     return model, (read_labels(names_path) if os.path.exists(names_path) else None)
 
