@@ -21,6 +21,7 @@ from conftest import ParityCase
 CASE = "resnet_hybrid_64"
 WEIGHTS_ID = "test_pf_resnet"
 TAG = "tiny"
+CACHED = [f"{WEIGHTS_ID}_{TAG}.weights.h5", f"{WEIGHTS_ID}_{TAG}.weights.h5.sha256.json"]
 
 
 def build_case_model(**kwargs):
@@ -136,7 +137,7 @@ def test_first_use_downloads_converts_and_caches_then_needs_no_server(server, ca
     register_test_entry(server.url + "/checkpoint.pth")
     model = load_by_tag()
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
     np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
 
     server.close()  # second use: from the cache, no server at all
@@ -238,7 +239,7 @@ def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_
     load_by_tag()
     assert server.requests[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] == 1
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_two_processes_at_once_download_once(server, cache, tmp_path):
@@ -261,7 +262,7 @@ def test_two_processes_at_once_download_once(server, cache, tmp_path):
     paths = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert paths == {str(cache / f"{WEIGHTS_ID}_{TAG}.weights.h5")}
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_cli_import_then_verify(cache, capsys):
@@ -270,7 +271,7 @@ def test_cli_import_then_verify(cache, capsys):
     register_test_entry("http://127.0.0.1:9/never-used.pth")
     checkpoint = str(ParityCase(CASE).checkpoint)
     assert cli.main(["weights", "import", checkpoint, "--model", WEIGHTS_ID, "--tag", TAG]) == 0
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
     assert cli.main(["weights", "verify", WEIGHTS_ID]) == 0
     out = capsys.readouterr().out
     assert f"{WEIGHTS_ID}/{TAG}: OK" in out
@@ -314,13 +315,72 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
                                   np.asarray(vit.get_layer("predictions").kernel))
 
 
-def test_corrupt_cached_file_says_how_to_recover(server, cache):
+def test_corrupt_cached_file_without_a_record_says_how_to_recover(server, cache):
     register_test_entry(server.url + "/checkpoint.pth")
     load_by_tag()
     path = cache / f"{WEIGHTS_ID}_{TAG}.weights.h5"
     path.write_bytes(path.read_bytes()[:1000])
+    os.remove(str(path) + ".sha256.json")  # as cached by an earlier version
     with pytest.raises(ValueError, match=f"keras-pf weights verify {WEIGHTS_ID}"):
         load_by_tag()
+    assert cache_files(cache) == CACHED[:1]  # a file that does not load is not recorded
+
+
+def _flip_64_bytes(path):
+    """64 bytes in the middle of the file inverted (a bad disk, a broken copy): HDF5
+    notices nothing, the model's outputs move."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    with open(path, "r+b") as f:  # in place: same inode, as a disk error would leave it
+        f.write(data)
+
+
+def test_flipped_bytes_in_a_cached_file_are_detected_and_it_is_got_again(server, cache, capsys):
+    case = ParityCase(CASE)
+    register_test_entry(server.url + "/checkpoint.pth")
+    load_by_tag()
+    path = cache / f"{WEIGHTS_ID}_{TAG}.weights.h5"
+    _flip_64_bytes(path)
+    model = load_by_tag()
+    err = capsys.readouterr().err
+    assert f"{path}: its sha256" in err and "getting it again" in err, err
+    assert server.requests["/checkpoint.pth"] == 2  # converted again from the original
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
+    assert cache_files(cache) == CACHED
+    # `keras-pf weights verify` checks the records too (no sha256 in the registry here)
+    from keras_pf import cli
+
+    assert cli.main(["weights", "verify"]) == 0
+    _flip_64_bytes(path)
+    assert cli.main(["weights", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"{WEIGHTS_ID}/{TAG}: FAILED {path}: its sha256" in out, out
+
+
+def test_a_users_weights_file_with_a_record_that_disagrees_is_an_error(cache, tmp_path, capsys):
+    from keras_pf import cli
+    from keras_pf.weights import integrity
+
+    path = tmp_path / "mine.weights.h5"
+    build_case_model().save_weights(path)
+    assert cli.main(["weights", "hash", str(path)]) == 0
+    assert f"-> {path}.sha256.json" in capsys.readouterr().out
+    build_case_model(weights=str(path))  # matches its record: loads
+    assert cli.main(["weights", "verify", str(path)]) == 0
+    _flip_64_bytes(path)
+    with pytest.raises(integrity.IntegrityError) as error:
+        build_case_model(weights=str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: its sha256") and "\n" not in message, message
+    assert cli.main(["weights", "verify", str(path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    # a truncated file is not recorded as good
+    path.write_bytes(path.read_bytes()[:1000])
+    os.remove(integrity.sidecar_path(path))
+    assert cli.main(["weights", "hash", str(path)]) == 2
+    assert "not a readable HDF5" in capsys.readouterr().err
+    assert not os.path.exists(integrity.sidecar_path(path))
 
 
 # --- faults: slow, endless, killed, locked, full disk ----------------------------------
@@ -377,7 +437,7 @@ def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp
                         size=len(data))
     load_by_tag()  # the original is got instead
     assert server.requests[mirror] == 1 and server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def _fetch_script(url, gdrive_url=None, before=""):
@@ -441,7 +501,7 @@ def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(server, cach
         load_by_tag()
     finally:
         download.GDRIVE_URL = saved
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_leftovers_of_another_file_in_flight_are_not_touched(server, cache):
@@ -475,7 +535,7 @@ def test_gdown_download_converts_and_caches(server, cache, monkeypatch):
     register_test_entry("gdrive:abc")
     load_by_tag()
     assert server.requests["/drive/abc"] >= 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_waiting_for_a_lock_held_by_another_process_says_so_and_gives_up(cache, monkeypatch, capsys):

@@ -75,9 +75,14 @@ def add_weights_arguments(parser):
     imported.add_argument("path")
     imported.add_argument("--model", required=True, help="weights id, e.g. pf_resnet50_hybrid")
     imported.add_argument("--tag", default="imagenet")
-    verify = actions.add_parser("verify", help="check cached files (sha256, loading)")
-    verify.add_argument("model", nargs="?", help="weights id (default: every cached file)")
+    verify = actions.add_parser("verify", help="check cached files (sha256, loading), or "
+                                                "files against their integrity records")
+    verify.add_argument("model", nargs="?", help="weights id, or a file with an integrity "
+                                                 "record (default: every cached file)")
     verify.add_argument("--tag", default=None)
+    hashed = actions.add_parser("hash", help="write the integrity record FILE.sha256.json of "
+                                             "weights or model files, checked on every load")
+    hashed.add_argument("files", nargs="+", metavar="FILE")
 
 
 def _selected(model, tag):
@@ -115,6 +120,14 @@ def run_weights(args):
         path = download.import_file(args.path, args.model, args.tag)
         print(f"{args.model}/{args.tag}: {args.path} -> {path}")
         return 0
+    if args.action == "hash":
+        from keras_pf.weights.integrity_cli import run_hash
+
+        return run_hash(args.files)
+    if args.model is not None and os.path.isfile(args.model):
+        from keras_pf.weights.integrity_cli import run_verify_file
+
+        return run_verify_file(args.model)
     failed = checked = 0
     for weights_id, tag in _selected(args.model, args.tag):
         if args.model is None and registry.cached_weights_path(weights_id, tag) is None:

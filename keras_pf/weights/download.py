@@ -18,6 +18,10 @@ Limits (environment variables, in seconds or bytes):
 - `KERAS_PF_LOCK_TIMEOUT` (default: the deadline + 600): how long a process waits for
   another one's download of the same file before giving up.
 
+Each file put into the cache gets an integrity record beside it (`FILE.sha256.json`,
+see `keras_pf.weights.integrity`), checked whenever the file is fetched: a file that
+differs from it is got again, with one line saying so.
+
 Temporary files of a download are named after the file they become
 (`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a run killed mid-download
 leaves them behind, and the next run for that file removes them once it holds its lock.
@@ -36,7 +40,7 @@ import urllib.error
 import urllib.request
 
 from keras_pf.files import atomic_output
-from keras_pf.weights import registry
+from keras_pf.weights import integrity, registry
 from keras_pf.weights.torch_reader import looks_like_html
 
 CHUNK = 1 << 20
@@ -339,27 +343,50 @@ def remove_leftovers(path):
                 os.remove(leftover)
 
 
+_UNRECORDED = "no integrity record"
+
+
+def _cached_problem(path, info):
+    """Why the cached `path` may not be used: a reason (it differs from its integrity
+    record or the registry's sha256), `_UNRECORDED` (no record: cached by an earlier
+    version or by hand; recorded once it loads), or None (it matches its record)."""
+    try:
+        why = integrity.problem(path, info.get("sha256"))
+        recorded = integrity.read_sidecar(path) is not None
+    except integrity.IntegrityError as error:
+        return f"{error} (the record)"
+    return why or (None if recorded else _UNRECORDED)
+
+
 def fetch(weights_id, tag, progress=True):
-    """The cached converted file of `weights_id`/`tag`, got first if it is not cached."""
+    """The cached converted file of `weights_id`/`tag`, got first if it is not cached.
+    A cached file that differs from its integrity record is got again, saying so."""
     entry, tag, info = registry.resolve(weights_id, tag)
     path = registry.weights_path(weights_id, tag)
-    if os.path.exists(path):
+    if os.path.exists(path) and _cached_problem(path, info) in (None, _UNRECORDED):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with _locked(path):
-        if os.path.exists(path):  # another process got it while we waited
-            return path
+        if os.path.exists(path):  # another process got it while we waited, or it changed
+            why = _cached_problem(path, info)
+            if why in (None, _UNRECORDED):
+                return path
+            print(f"{path}: {why}; getting it again", file=sys.stderr, flush=True)
+            integrity.remove(path)
         failures = []
         url = mirror_url(info)
         if url:
             try:
-                return download_url(url, path, info["sha256"], progress, info.get("size"))
+                download_url(url, path, info["sha256"], progress, info.get("size"))
+                integrity.record(path)
+                return path
             except WeightsDownloadError as error:
                 failures.append(f"mirror: {error}")
         elif os.environ.get(registry.MIRROR_ENV, "").strip():
             failures.append(f"mirror: not used, the registry records no sha256 for {info['file']} yet")
         try:
             _download_and_convert(weights_id, info, path, progress)
+            integrity.record(path)
             return path
         except WeightsDownloadError as error:
             failures.append(f"original checkpoint: {error}")
@@ -416,6 +443,7 @@ def import_file(path, weights_id, tag, progress=False):
         if str(path).endswith(TORCH_SUFFIXES):
             _check_payload(path, info.get("source_sha256"), path)
             save_converted(registry.build_model(weights_id), path, target)
+            integrity.record(target)
             return target
         if not str(path).endswith(".weights.h5"):
             raise ValueError(f"{path}: expected an original checkpoint (.pth) or a .weights.h5 file")
@@ -428,6 +456,7 @@ def import_file(path, weights_id, tag, progress=False):
         load_keras_weights(registry.build_model(weights_id), path)  # raises if it does not fit
         with atomic_output(target) as tmp:
             shutil.copyfile(path, tmp)
+        integrity.record(target)
     return target
 
 
@@ -443,12 +472,31 @@ def verify(weights_id, tag):
             f"{weights_id}/{tag} is not cached ({registry.weights_path(weights_id, tag)}); "
             f"run `keras-pf weights download {weights_id} --tag {tag}`"
         )
-    digest = sha256_of(path)
+    digest = integrity.sha256_of(path)
     if info.get("sha256") and digest != info["sha256"]:
         raise WeightsDownloadError(
             f"{path}: sha256 {digest} differs from the registry's {info['sha256']}; delete "
             f"it and run `keras-pf weights download {weights_id} --tag {tag}`"
         )
+    why = integrity.problem(path)
+    if why:
+        raise WeightsDownloadError(
+            f"{path}: {why}; run `keras-pf weights download {weights_id} --tag {tag}` to "
+            "get it again")
+    recorded = integrity.read_sidecar(path) is not None
     load_keras_weights(registry.build_model(weights_id), path)
-    status = "sha256 matches the registry" if info.get("sha256") else "no sha256 recorded yet"
+    if not recorded:
+        integrity.record(path)  # it loads: recorded, checked from now on
+    status = ("matches its integrity record" if recorded else "integrity record written now")
+    status += ", and the registry's sha256" if info.get("sha256") else "; no sha256 in the registry yet"
     return path, digest, status
+
+
+def record_if_unrecorded(path):
+    """After a cached file without an integrity record (cached by an earlier version, or
+    by hand) has loaded: record it, saying so; it is checked from now on."""
+    if integrity.read_sidecar(path) is None:
+        integrity.record(path)
+        print(f"{path}: had no integrity record (cached by an earlier keras_pf or by hand); "
+              "recorded its sha256, checked on every load from now on",
+              file=sys.stderr, flush=True)

@@ -220,6 +220,7 @@ def load_tagged_weights(model, weights_id, tag):
             f"Check them with `keras-pf weights verify {weights_id}`; delete the file to "
             "download it again."
         ) from error
+    download.record_if_unrecorded(path)
     return model
 
 
