@@ -423,6 +423,54 @@ def test_endless_body_is_cut_at_the_size_cap(server, cache, monkeypatch):
     _assert_fails_cleanly(cache, url, download.MAX_BYTES_ENV, f"more than {1 << 20} bytes")
 
 
+def test_endless_body_without_a_recorded_size_is_cut_at_a_cap_from_the_model(server, cache,
+                                                                           monkeypatch):
+    """No recorded size, no $KERAS_PF_DOWNLOAD_MAX_BYTES: the model being loaded bounds
+    the checkpoint (8 float32 copies of its parameters + 16 MiB), not a flat 1.5 GiB."""
+    from keras_pf.weights import download, download_bounds
+
+    monkeypatch.delenv(download.MAX_BYTES_ENV, raising=False)
+    server.mode = "endless"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    params = build_case_model().count_params()
+    cap = download_bounds.BYTES_PER_PARAMETER * params + download_bounds.CAP_SLACK
+    assert cap < 64 << 20  # a small model: far below the flat default
+    _assert_fails_cleanly(cache, url, f"more than {cap} bytes",
+                          f"8 float32 copies of the model's {params} parameters")
+
+
+def test_a_trickle_below_the_minimum_rate_ends_after_the_grace_period(server, cache,
+                                                                      monkeypatch):
+    """A byte every 0.2 s never trips the stall timeout; below the minimum average rate
+    after the grace period, the download ends, says so, and its lock is free again."""
+    from filelock import FileLock
+
+    from keras_pf.weights import download_bounds, registry
+
+    monkeypatch.setenv(download_bounds.MIN_RATE_ENV, "1000")
+    monkeypatch.setenv(download_bounds.RATE_GRACE_ENV, "1")
+    server.mode = "trickle"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    start = time.monotonic()
+    message = _assert_fails_cleanly(cache, url, "below the minimum 1000 B/s",
+                                    download_bounds.MIN_RATE_ENV, "lock released")
+    assert time.monotonic() - start < 10, message
+    lock = FileLock(registry.weights_path(WEIGHTS_ID, TAG) + ".lock")
+    lock.acquire(timeout=0)  # released: no other holder
+    lock.release()
+    # the same through the argument, for a direct download
+    from keras_pf.weights import download
+    from keras_pf.weights.download import WeightsDownloadError
+
+    monkeypatch.delenv(download_bounds.MIN_RATE_ENV)
+    with pytest.raises(WeightsDownloadError, match="below the minimum 500 B/s"):
+        download.download_url(url, str(cache.parent / "direct.pth"), progress=False,
+                              min_rate=500, rate_grace=0.5)
+    assert not (cache.parent / "direct.pth").exists()
+
+
 def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp_path, monkeypatch):
     import hashlib
 
