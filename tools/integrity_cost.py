@@ -18,11 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(names):
-    import keras_pf
+    from keras_pf.models import resolve
     from keras_pf.weights import integrity, load_keras_weights
 
     for name in names:
-        model = keras_pf.MODELS[name](weights=None)
+        model = resolve.build(name, weights=None)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "w.weights.h5")
             model.save_weights(path)

@@ -119,3 +119,16 @@ def remove(path):
             os.remove(p)
         except FileNotFoundError:
             pass
+
+
+def verify_file(path):
+    """`(ok, message)`: `path` against its integrity record (`keras-pf weights verify
+    FILE`); a `ValueError` if it has none."""
+    path = os.fspath(path)
+    if read_sidecar(path) is None:
+        raise ValueError(f"{path} has no integrity record ({sidecar_path(path)}); write one "
+                         f"with `keras-pf weights hash {path}`")
+    why = problem(path)
+    if why:
+        return False, f"{path}: FAILED {why}"
+    return True, f"{path}: OK sha256={sha256_of(path)} (matches its integrity record)"
