@@ -92,7 +92,7 @@ def test_precision_is_read_back_and_a_float_int8_file_is_refused(tiny_model, tmp
         check.check_precision(float_path, "int8")
     # a converter that silently falls back to float for an int8 request
     content = open(float_path, "rb").read()
-    monkeypatch.setattr(export, "_convert", lambda model, configure, run: content)
+    monkeypatch.setattr(converter, "convert", lambda model, configure, run: content)
     with pytest.raises(ValueError, match="not int8"):
         export.export_tflite(tiny_model, tmp_path / "q.tflite", "int8",
                              calibration=np.zeros((2, SIZE, SIZE, 3), "float32"))
