@@ -25,6 +25,16 @@ COMMANDS = {
 }
 
 
+def _remove_dead_temporaries():
+    """Every run removes the temporary folders of killed keras_pf processes."""
+    from keras_pf import tempfiles
+
+    try:
+        tempfiles.remove_dead()
+    except OSError:
+        pass  # an unusable $TMPDIR: the command says so if it needs one
+
+
 def main(argv=None):
     parser = Parser(prog="keras-pf", description="The networks of \"Learning Features with "
                     "Parameter-Free Layers\" for Keras 3: weights, fine-tuning, Grad-CAM, export, benchmark.")
@@ -45,6 +55,7 @@ def main(argv=None):
     module.add_arguments(sub)
     args = parser.parse_args(argv)
     importlib.import_module("keras_pf")  # registers the layers saved .keras models use
+    _remove_dead_temporaries()
     try:
         return module.run(args) or 0
     except UsageError as error:

@@ -18,8 +18,8 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 
+from keras_pf import tempfiles
 from keras_pf.files import atomic_output
 from keras_pf.weights import download, integrity, registry
 from keras_pf.weights.keras_file import TORCH_SUFFIXES, load_keras_weights
@@ -159,19 +159,14 @@ def _download_and_convert(weights_id, info, path, progress):
     from keras_pf.weights.convert import save_converted
 
     directory = os.path.dirname(path)
-    fd, original = tempfile.mkstemp(dir=directory, prefix=f".original-{os.path.basename(path)}-",
-                                    suffix=".pth")
-    os.close(fd)
-    try:
-        model = weights_architecture(weights_id)  # first: its size bounds the download
+    model = weights_architecture(weights_id)  # first: its size bounds the download
+    # unnamed where the filesystem allows (a kill leaves nothing), else `.original-*`
+    with tempfiles.scratch(directory, f".original-{os.path.basename(path)}-", ".pth") as original:
         download.download_source(info["source"], original, info.get("source_sha256"), progress,
                                  params=model.count_params())
         if progress:
             print(f"Converting {download.source_url(info['source'])} to {path}")
         save_converted(model, original, path)
-    finally:
-        if os.path.exists(original):
-            os.remove(original)
     return path
 
 

@@ -1,8 +1,7 @@
 """Download transport: one URL or Google Drive file to a local path, bounded and
 verified (the cache's policy, which source to try and when, is `weights.cache`).
 
-Downloads go to a temporary file beside their destination and are renamed into place
-only once complete and verified.
+Downloads go to a temporary file and are put in place only once complete and verified.
 
 Limits (environment variables, in seconds or bytes):
 
@@ -17,9 +16,12 @@ Limits (environment variables, in seconds or bytes):
 - `KERAS_PF_LOCK_TIMEOUT` (default: the deadline + 600): how long a process waits for
   another one's download of the same file before giving up.
 
-Temporary files of a download are named after the file they become
-(`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a run killed mid-download
-leaves them behind, and the next run for that file removes them once it holds its lock
+Where the filesystem allows, a download is written to an unnamed file
+(`keras_pf.files.atomic_output`, `keras_pf.tempfiles`) and gdown's folder lives in the
+process's private folder under `$TMPDIR/keras_pf-<uid>/`: a run killed mid-download
+leaves nothing in the cache. Elsewhere temporary files are named after the file they
+become (`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a killed run leaves
+them, and the next run for that file removes them once it holds its lock
 (`cache.leftovers`).
 """
 
@@ -248,7 +250,11 @@ def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_by
     what = f"Google Drive file {file_id} ({url})"
     limits = _Limits(what, max_bytes, params, min_rate, rate_grace)
     # gdown keeps the received bytes of a failed download beside its output (for
-    # resuming); a private directory, removed whatever happens, keeps them out of the cache.
+    # resuming) and renames its output into place: a folder beside `output`, removed
+    # whatever happens, keeps them out of the cache. The cache's `output` is a
+    # `tempfiles.scratch` path, so this folder is in the process's private folder under
+    # $TMPDIR (removed by the next run after a kill), or, without unnamed files, a
+    # `.gdown-*` folder in the cache (removed by the next run for that file).
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
                                      prefix=f".gdown-{os.path.basename(output)}-") as directory:
         tmp = os.path.join(directory, "checkpoint")

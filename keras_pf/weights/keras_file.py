@@ -2,7 +2,6 @@
 file strictly: Keras only warns when a file lacks some of a model's weights."""
 
 import os
-import tempfile
 
 # original PyTorch checkpoints (read by `torch_reader`, converted by `convert`)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
@@ -32,7 +31,9 @@ def load_keras_weights(model, path):
         safe_load.check_weights_file(path)
     else:
         return safe_load.load_weights(model, path)  # legacy .h5: Keras' own checks
-    with tempfile.TemporaryDirectory() as tmp:
+    from keras_pf import tempfiles
+
+    with tempfiles.private_dir("reference-") as tmp:
         reference = os.path.join(tmp, "reference.weights.h5")
         model.save_weights(reference)
         expected = _h5_layout(reference)

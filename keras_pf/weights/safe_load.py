@@ -244,9 +244,9 @@ def weights_layout(path):
 
 def reference_layout(model):
     """What a weights file of `model` holds: `{dataset path: shape}`."""
-    import tempfile
+    from keras_pf import tempfiles
 
-    with tempfile.TemporaryDirectory(prefix="keras_pf_reference_") as tmp:
+    with tempfiles.private_dir("reference-") as tmp:
         reference = os.path.join(tmp, "reference.weights.h5")
         model.save_weights(reference)
         return weights_layout(reference)

@@ -9,6 +9,7 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -511,7 +512,11 @@ def _fetch_script(url, gdrive_url=None, before=""):
 
 
 def _env(cache, **extra):
-    return dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    """The child's environment: the test's cache, and a TMPDIR of its own beside it."""
+    tmpdir = cache.parent.parent.parent / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3",
+                TMPDIR=str(tmpdir), **extra)
 
 
 def _wait_for(condition, timeout=120):
@@ -533,16 +538,28 @@ def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(server, cach
     server.mode = "trickle"
     proc = subprocess.Popen([sys.executable, "-c", _fetch_script(url, gdrive_url)], env=_env(cache),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from keras_pf import tempfiles
+
+    unnamed = tempfiles.unnamed_in(tempfile.gettempdir()) is not None
+    private = os.path.join(cache.parent.parent.parent, "tmp", f"keras_pf-{os.getuid()}")
     try:
-        # mid-download: the server is sending, the temporary files exist
+        # mid-download: the server is sending; the temporary files exist (named ones in
+        # the cache only where the filesystem has no unnamed files)
         assert _wait_for(lambda: server.requests["/checkpoint.pth"] + server.requests["/drive/abc"]
-                         and any(p.name.startswith((".tmp_", ".gdown-")) for p in cache.iterdir()))
+                         and (os.path.isdir(private) and os.listdir(private) if unnamed else
+                              any(p.name.startswith((".tmp_", ".gdown-")) for p in cache.iterdir())))
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     left = cache_files(cache)
-    assert left and f"{WEIGHTS_ID}_{TAG}.weights.h5" not in left
+    if unnamed:
+        assert left == [], left  # nothing in the cache: the download was unnamed
+        assert os.listdir(private)  # its private folder, until the next run
+        tempfiles.remove_dead(private)
+        assert os.listdir(private) == []
+    else:
+        assert left and f"{WEIGHTS_ID}_{TAG}.weights.h5" not in left
     server.mode = "ok"
     from keras_pf.weights import download
 
