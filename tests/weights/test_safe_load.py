@@ -215,3 +215,30 @@ def test_resume_from_a_broken_checkpoint_names_it(tmp_path):
     with pytest.raises(ModelFileError) as error:
         resume()
     assert_one_line(error.value, checkpoint, ["missing `layers/dense/vars/0`"])
+
+
+# --- fine-tuning's model.keras, read back by export / gradcam / weights= -----------------
+
+def test_a_keras_file_whose_integrity_record_disagrees_is_refused(saved, tmp_path, capsys):
+    """Fine-tuning records `model.keras` when it writes it (`integrity.record`); a file
+    changed since (64 bytes flipped in place, as a bad disk leaves it) is refused by
+    every reader, naming it, before Keras opens it."""
+    from keras_pf.models import resolve
+    from keras_pf.weights import integrity
+
+    path = tmp_path / "model.keras"
+    shutil.copy(saved / "genuine.keras", path)
+    integrity.record(path)
+    resolve.load_model_file(path)  # matches its record: loads
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    with open(path, "r+b") as f:
+        f.write(data)
+    for load in (lambda: resolve.load_model_file(path), lambda: small(weights=str(path))):
+        with pytest.raises(integrity.IntegrityError) as error:
+            load()
+        assert_one_line(error.value, path, ["its sha256", "integrity record"])
+    status, err = run_cli(capsys, "export", str(path), "-o", str(tmp_path / "o.tflite"))
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err, err
+    assert not (tmp_path / "o.tflite").exists()
