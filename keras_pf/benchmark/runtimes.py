@@ -19,10 +19,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
+from keras_pf import tempfiles
 from keras_pf.files import write_atomic
 
 # runtime variant -> (format of its file, what it is)
@@ -221,7 +221,7 @@ def benchmark_runtimes(models=DEFAULT_MODELS, variants=tuple(VARIANTS), image_si
     info.update(image_size=image_size, batch_size=1, runs=runs, warmup=warmup, threads=threads,
                 weights="random (weights=None)", skipped=skipped, versions=_versions())
     results = {}
-    with tempfile.TemporaryDirectory(prefix="keras_pf_runtimes_") as tmp:
+    with tempfiles.private_dir("runtimes-") as tmp:  # a kill leaves it to the next run
         files = {}
         for name in models:
             log(f"building and exporting {name} ({', '.join(variants)})")

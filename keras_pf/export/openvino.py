@@ -14,6 +14,7 @@ float32 results must do the same.
 """
 
 import os
+import shutil
 
 from keras_pf.export import common
 from keras_pf.files import atomic_output
@@ -51,15 +52,16 @@ def export_openvino(model, path, include_preprocessing=False, input_dtype="float
             raise ValueError(f"OpenVINO cannot convert {model.name!r} ({_reason(error)}): the "
                              "model cannot be expressed in OpenVINO IR, nothing was written. "
                              "Try --format saved_model.") from None
-    converted.outputs[0].get_tensor().set_names({common.output_name(model)})
-    with atomic_output(path) as xml_tmp:
-        bin_tmp = bin_path(xml_tmp)
-        try:
-            ov.save_model(converted, xml_tmp, compress_to_fp16=False)
-            os.replace(bin_tmp, bin_path(path))  # the .xml names no .bin: same stem
-        finally:
-            if os.path.exists(bin_tmp):
-                os.remove(bin_tmp)
+        converted.outputs[0].get_tensor().set_names({common.output_name(model)})
+        # OpenVINO writes the .bin beside the path it is given (resolving links), so the
+        # pair is written in the private folder and each file copied into its own atomic
+        # output: the .bin first, so that an .xml in place always has its .bin (the .xml
+        # finds it by its own stem).
+        staged = os.path.join(tmp, "model.xml")
+        ov.save_model(converted, staged, compress_to_fp16=False)
+        for source, target in ((bin_path(staged), bin_path(path)), (staged, path)):
+            with atomic_output(target) as out:
+                shutil.copyfile(source, out)
     common.write_labels(labels_path(path), labels)
     return path
 

@@ -23,6 +23,24 @@ def _pixels(n, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
 
 
+@pytest.fixture
+def other_filesystem_tmpdir(monkeypatch, tmp_path_factory):
+    """$TMPDIR on another filesystem than the output where the machine has one (/dev/shm,
+    as a tmpfs /tmp is): files staged in the private temporary folder must be copied,
+    not renamed, into place, and leave nothing beside the output."""
+    import shutil
+    import tempfile
+
+    out_dev = os.stat(tmp_path_factory.getbasetemp()).st_dev
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == out_dev:
+        yield None
+        return
+    folder = tempfile.mkdtemp(dir="/dev/shm", prefix="keras_pf_tests_")
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _runtime(fmt):
     pytest.importorskip(RUNTIME_MODULE[fmt])
     if fmt == "onnx":
@@ -43,7 +61,7 @@ FORMAT_CASES = [("onnx", "resnet", True), ("onnx", "vit", False),
 
 @pytest.mark.parametrize("fmt, family, preprocessing", FORMAT_CASES)
 def test_file_runs_in_its_runtime_and_matches_keras(fmt, family, preprocessing, tiny_family,
-                                                    tmp_path):
+                                                    tmp_path, other_filesystem_tmpdir):
     from keras_pf.models.imagenet import preprocess_input
 
     _runtime(fmt)
@@ -62,6 +80,9 @@ def test_file_runs_in_its_runtime_and_matches_keras(fmt, family, preprocessing, 
                                rtol=1e-5, atol=1e-5)
     assert open(formats.labels_path(path, fmt)).read().splitlines() == LABELS
     written = sorted(os.listdir(tmp_path))  # no temporary file or folder left
+    if other_filesystem_tmpdir:  # nor in the private temporary folder
+        private = os.path.join(other_filesystem_tmpdir, f"keras_pf-{os.getuid()}")
+        assert not os.path.isdir(private) or os.listdir(private) == []
     expected_files = {"onnx": ["m.labels.txt", "m.onnx"],
                       "openvino": ["m.bin", "m.labels.txt", "m.xml"],
                       "saved_model": ["m_savedmodel", "m_savedmodel.labels.txt"]}[fmt]
