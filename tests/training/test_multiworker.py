@@ -125,7 +125,8 @@ def check_agreeing_workers(folders, tmp_path, count):
                  "checkpoints/epoch002.weights.h5"):
         assert os.path.exists(os.path.join(out, name)), name
     assert sorted(os.listdir(out)) == ["checkpoints", "class_names.json", "history.json",
-                                       "model.keras", "training_curves.png"]
+                                       "model.keras", "model.keras.sha256.json",
+                                       "training_curves.png"]  # and model.keras' integrity record
     # Every worker ends with the same model: the same all-reduced updates, applied
     # to mirrored variables (bitwise identical).
     finals = [weights(tmp_path / f"worker{index}.npz") for index in range(count)]
