@@ -25,7 +25,7 @@ import numpy as np
 
 import keras
 
-from keras_pf.layers import BroadcastSafeLayerNormalization
+from keras_pf.layers import BroadcastSafeLayerNormalization, FastMaxPooling2D
 
 _tfmot = None
 
@@ -175,6 +175,8 @@ def _tf_keras_layer(layer, tf_keras, custom):
     builtin = type(layer).__module__.split(".")[0] == "keras"
     if isinstance(layer, BroadcastSafeLayerNormalization):  # same math, config and weights
         name, builtin = "LayerNormalization", True
+    if isinstance(layer, FastMaxPooling2D):  # same forward and config, another gradient
+        name, builtin = "MaxPooling2D", True
     cls = getattr(tf_keras.layers, name, None)
     if cls is None or not builtin:
         raise ValueError(
