@@ -813,8 +813,10 @@ def add_benchmark_arguments(parser):
                         help="keras.applications baselines (ResNet50, MobileNetV2) and "
                              f"keras_pf.MODELS names; default: {' '.join(DEFAULT_MODELS)}")
     parser.add_argument("--image-size", type=positive_int, default=224)
-    parser.add_argument("--runs", type=positive_int, default=20, help="timed runs (median)")
-    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--runs", type=positive_int, default=None,
+                        help="timed runs (median); default 20, with --train 5 rounds")
+    parser.add_argument("--warmup", type=non_negative_int, default=None,
+                        help="untimed runs first; default 3, with --train 2")
     parser.add_argument("--threads", type=positive_int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--precisions", nargs="*", default=list(PRECISIONS),
                         choices=PRECISIONS, help="TFLite precisions (none: skip TFLite)")
@@ -831,9 +833,28 @@ def add_benchmark_arguments(parser):
                         help="input side for --int8-fidelity training")
     parser.add_argument("--fidelity-epochs", type=positive_int, default=3)
     parser.add_argument("--output-dir", default="benchmarks")
+    # keras_pf.benchmark_train: the fit loop instead of inference
+    parser.add_argument("--train", action="store_true",
+                        help="time the train step (train_on_batch) and images/s of each model "
+                             "and of its max-pool-free bound network (a study) against "
+                             "ResNet50 on the current Keras backend, instead of inference; "
+                             "writes train_<backend>[_jit].json/.md")
+    parser.add_argument("--jit", action="store_true",
+                        help="with --train: compile the steps with XLA (jit_compile=True)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="with --train")
 
 
 def run_benchmark(args):
+    if args.train:
+        from keras_pf.benchmark_train import run_train_benchmark
+
+        return run_train_benchmark(args)
+    if args.jit:
+        raise ValueError("--jit applies to --train only (the inference tables have their "
+                         "own XLA column: --keras-modes xla)")
+    args.runs = 20 if args.runs is None else args.runs
+    args.warmup = 3 if args.warmup is None else args.warmup
+
     def chosen(option):  # flag alone: every benchmarked model
         return args.models if option == [] else (option or ())
 
