@@ -1,0 +1,277 @@
+"""The layers of keras_pf that Keras does not have, and the resize they rely on.
+
+Everything parameter-free in these networks is a built-in Keras layer (average pool, GELU)
+or a built-in one with another gradient: `FastMaxPooling2D`, keras' max-pool whose
+backward pass is as cheap as its forward one under XLA. Two more custom layers: the learned
+position embedding of ViT/PiT, which must resize itself when weights trained at one input
+size are loaded at another, and a LayerNormalization whose exported graph the phone GPU
+delegate accepts.
+"""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+
+def torch_bicubic_matrix(in_size, out_size, a=-0.75):
+    """(out_size, in_size) matrix of PyTorch's 1-D bicubic interpolation.
+
+    Reproduces `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`:
+    source coordinate `(i + 0.5) * in/out - 0.5`, Keys kernel with a = -0.75, border
+    indices clamped, no antialiasing. (TensorFlow's bicubic uses a = -0.5: close, not equal.)
+    """
+    def kernel(t):
+        t = abs(t)
+        if t <= 1:
+            return ((a + 2) * t - (a + 3)) * t * t + 1
+        if t < 2:
+            return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        return 0.0
+
+    scale = in_size / out_size
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        src = (i + 0.5) * scale - 0.5
+        base = int(np.floor(src))
+        frac = src - base
+        for k in range(-1, 3):
+            index = min(max(base + k, 0), in_size - 1)
+            matrix[i, index] += kernel(k - frac)
+    return matrix
+
+
+def resize_grid(grid, out_hw):
+    """Resize a `(1, H, W, C)` array to `(1, *out_hw, C)` as PyTorch's bicubic would."""
+    grid = np.asarray(grid)
+    _, h, w, _ = grid.shape
+    if (h, w) == tuple(out_hw):
+        return grid
+    rows = torch_bicubic_matrix(h, out_hw[0])
+    cols = torch_bicubic_matrix(w, out_hw[1])
+    out = np.einsum("ih,bhwc,jw->bijc", rows, grid.astype(np.float64), cols)
+    return out.astype(grid.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned `(1, H, W, C)` position embedding to a `(B, H, W, C)` token grid.
+
+    Weights saved for another grid size are resized on load with PyTorch's bicubic
+    kernel, as the original PiT does at run time, so that a model built for 256x256
+    inputs loads 224x224 weights and matches the original at 256x256.
+    """
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        if h is None or w is None:
+            raise ValueError(
+                "The position embedding needs a fixed token grid: pass a fixed "
+                "`input_shape`, e.g. input_shape=(224, 224, 3)."
+            )
+        self.embedding = self.add_weight(
+            shape=(1, h, w, c),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="embedding",
+        )
+
+    def call(self, x):
+        return x + ops.cast(self.embedding, x.dtype)
+
+    def load_own_variables(self, store):
+        value = np.asarray(store["0"])
+        target = tuple(self.embedding.shape)
+        if value.ndim != 4 or value.shape[0] != 1 or value.shape[3] != target[3]:
+            raise ValueError(
+                f"Layer '{self.name}': position embedding of shape {value.shape} cannot "
+                f"be loaded into {target}: the channel count differs."
+            )
+        self.embedding.assign(resize_grid(value, target[1:3]))
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class BroadcastSafeLayerNormalization(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` (same arguments, weights `gamma`/`beta`, results
+    within float rounding) computed as `(x - mean) * rsqrt(var + eps) * gamma + beta`.
+
+    Keras folds gamma into the per-token scale first (`rsqrt(var + eps) * gamma`, a
+    `(..., 1) x (C,)` product) and multiplies `-mean` by that scale, so the TFLite graph
+    has MULs where neither operand covers the other, or where the smaller one comes
+    first. TFLite's GPU delegate rejects the former ("MUL requires one tensor that not
+    less than second in all dimensions") and so runs every LayerNorm on the CPU. Here
+    each elementwise op takes the full `(..., C)` tensor as its first operand.
+    """
+
+    def call(self, inputs):
+        if self.rms_scaling:  # x * rsqrt(mean(x^2)) * gamma: already full tensor first
+            return super().call(inputs)
+        # at least float32, as Keras does for float16/bfloat16 inputs
+        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, dtype)
+        centered = x - ops.mean(x, axis=self.axis, keepdims=True)
+        variance = ops.mean(ops.square(centered), axis=self.axis, keepdims=True)
+        x = centered * ops.rsqrt(variance + self.epsilon)
+        # gamma/beta at the input's rank (1 on the axes not normalized), second operand
+        shape = [1] * len(inputs.shape)
+        for dim in self.axis:
+            shape[dim] = inputs.shape[dim]
+        if self.gamma is not None:
+            x = x * ops.reshape(ops.cast(self.gamma, dtype), shape)
+        if self.beta is not None:
+            x = x + ops.reshape(ops.cast(self.beta, dtype), shape)
+        return ops.cast(x, self.compute_dtype)
+
+
+# ------------------------------------------------------------------------- max-pool
+
+
+def _pool_geometry(length, size, stride, padding):
+    """`(outputs, pad_before)` of a 1-D pooling window along an axis of `length`, with
+    TensorFlow's (and XLA's, and Keras') "same" convention: the smaller half before."""
+    if padding == "valid":
+        return (length - size) // stride + 1, 0
+    outputs = -(-length // stride)
+    return outputs, max((outputs - 1) * stride + size - length, 0) // 2
+
+
+def _slice(x, axis, start, stop, step=1):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _pad(x, axis, before, after):
+    if not before and not after:
+        return x
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (before, after)
+    return ops.pad(x, widths)
+
+
+def window_max_gradient(x, y, upstream, axis, size, stride, padding):
+    """Gradient with respect to `x` of the 1-D windowed maximum `y` of `x` along `axis`
+    (window `size`, `stride`, "valid"/"same" padding), given `upstream` = dL/dy.
+
+    Each window's upstream goes whole to its first maximal element (the lowest index),
+    so the result is the framework's gradient where the maximum is unique and a valid
+    subgradient at ties. Elementwise comparisons and selects on shifted slices: no
+    scatter, so that XLA fuses them (its select-and-scatter is slow on CPU).
+    """
+    length = x.shape[axis]
+    outputs, before = _pool_geometry(length, size, stride, padding)
+    span = stride * (outputs - 1) + 1  # slice length covering one window element per output
+    padded = _pad(x, axis, before, max(stride * (outputs - 1) + size - before - length, 0))
+    zero = ops.zeros((), upstream.dtype)
+    broadcast = [1] * len(x.shape)
+    broadcast[axis] = outputs
+    taken, parts = None, []
+    for offset in range(size):
+        position = stride * np.arange(outputs) + offset - before
+        inside = (position >= 0) & (position < length)
+        if not inside.any():
+            parts.append(None)
+            continue
+        hit = ops.equal(_slice(padded, axis, offset, offset + span, stride), y)
+        if not inside.all():  # a padding position never receives a gradient
+            hit = ops.logical_and(hit, ops.convert_to_tensor(inside.reshape(broadcast)))
+        first = hit if taken is None else ops.logical_and(hit, ops.logical_not(taken))
+        taken = hit if taken is None else ops.logical_or(taken, hit)
+        parts.append(ops.where(first, upstream, zero))
+    # Output i's window element `offset` sits at padded position stride * i + offset:
+    # phase offset % stride, shifted by offset // stride along that phase.
+    phase_length = outputs + (size - 1) // stride
+    phases = []
+    for phase in range(stride):
+        total = None
+        for offset in range(phase, size, stride):
+            if parts[offset] is None:
+                continue
+            shift = offset // stride
+            part = _pad(parts[offset], axis, shift, phase_length - outputs - shift)
+            total = part if total is None else total + part
+        phases.append(total)
+    reference = next(p for p in phases if p is not None)
+    phases = [ops.zeros_like(reference) if p is None else p for p in phases]
+    if stride == 1:
+        full = phases[0]
+    else:  # interleave the phases: (.., phase_length, stride, ..) -> (.., phase_length * stride, ..)
+        full = ops.stack(phases, axis=axis + 1)
+        shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
+        full = ops.reshape(full, shape[:axis] + [phase_length * stride] + shape[axis + 2:])
+    full = _pad(full, axis, 0, max(before + length - full.shape[axis], 0))
+    return _slice(full, axis, before, before + length)
+
+
+def max_pool_gradient(x, y, upstream, pool_size, strides, padding):
+    """dL/dx of `y = keras.ops.max_pool(x, pool_size, strides, padding)` (channels-last
+    4-D `x` of static height and width), given `upstream` = dL/dy: the window maximum is
+    separable (over each row's window, then over rows), so the gradient goes to the
+    first maximal row of each window, then to the first maximal element of that row,
+    i.e. to the first maximal element in row-major order, as TensorFlow's MaxPoolGrad
+    and XLA's select-and-scatter choose."""
+    (kh, kw), (sh, sw) = pool_size, strides
+    rows = ops.max_pool(x, (1, kw), (1, sw), padding)  # each row's window maximum
+    upstream = window_max_gradient(rows, y, upstream, 1, kh, sh, padding)
+    return window_max_gradient(x, rows, upstream, 2, kw, sw, padding)
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class FastMaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` (same arguments, config and forward op: one
+    `MAX_POOL_2D` in TFLite) with a gradient chosen for speed per backend.
+
+    The framework's max-pool gradient is fast in some places and slow in others
+    (measured on CPU, batch 8, 56x56x64, see README "Benchmarks"): TensorFlow with oneDNN
+    (Linux x86's default) fuses `MaxPool`/`MaxPoolGrad` and its backward costs about two
+    forwards, but XLA (`jit_compile=True`, and the JAX backend) lowers the gradient to
+    select-and-scatter, 10-20x the forward. Where it is slow the gradient is
+    `max_pool_gradient` instead: the same values where each window's maximum is unique,
+    and at ties the whole gradient of a window goes to its first maximal element in
+    row-major order (top-most row, then left-most), which is also TensorFlow's choice.
+
+    `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
+    XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
+    framework's elsewhere, including PyTorch, whose max-pool keeps its indices),
+    "mask" or "framework". Channels-first data and inputs whose height or width is not
+    known when the layer is traced always use the framework's gradient.
+    """
+
+    gradient = "auto"
+
+    def _mask_gradient(self, inputs):
+        choice = self.gradient
+        if choice not in ("auto", "mask", "framework"):
+            raise ValueError(f"Layer '{self.name}': gradient must be 'auto', 'mask' or "
+                             f"'framework'; received {choice!r}")
+        if (self.data_format != "channels_last" or len(inputs.shape) != 4
+                or any(d is None for d in inputs.shape[1:3])):
+            return False
+        if choice != "auto":
+            return choice == "mask"
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return True
+        if backend == "tensorflow":
+            from keras_pf._compat.tensorflow import in_xla_context
+
+            return in_xla_context()
+        return False
+
+    def call(self, inputs):
+        if not self._mask_gradient(inputs):
+            return super().call(inputs)
+        pool_size, strides, padding = self.pool_size, self.strides, self.padding
+        forward = super().call
+
+        @ops.custom_gradient
+        def pool(x):
+            y = forward(x)
+
+            def grad(*args, upstream=None):  # TF/JAX: grad(upstream); PyTorch: keyword
+                if upstream is None:
+                    (upstream,) = args
+                return max_pool_gradient(x, y, upstream, pool_size, strides, padding)
+
+            return y, grad
+
+        return pool(inputs)
