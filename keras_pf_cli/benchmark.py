@@ -5,7 +5,7 @@ fit loop's step time instead (`keras_pf.benchmark.train.benchmark_training`)."""
 from keras_pf_cli.args import UsageError, non_negative_int, one_of, positive_int
 
 # Options of the inference tables only (default None, so that a given one is seen)
-INFERENCE_ONLY = ("--precisions", "--keras-modes", "--op-profile", "--int8-fidelity")
+INFERENCE_ONLY = ("--precisions", "--keras-modes", "--op-profile", "--int8-fidelity", "--runtimes")
 
 
 def add_arguments(parser):
@@ -36,6 +36,12 @@ def add_arguments(parser):
                         help="input side for --int8-fidelity training")
     parser.add_argument("--fidelity-epochs", type=positive_int, default=3)
     parser.add_argument("--output-dir", default="benchmarks")
+    parser.add_argument("--runtimes", nargs="*", metavar="RUNTIME",
+                        help="instead: time the models in each runtime (litert onnxruntime "
+                             "openvino onnxruntime-dynamic onnxruntime-int8 openvino-default; "
+                             "all if none is named), ratios to ResNet50 per runtime; default "
+                             "models: ResNet50 and the models with published weights. Writes "
+                             "runtimes.json and runtimes.md")
     parser.add_argument("--train", action="store_true",
                         help="time the train step (train_on_batch, SGD) and images/s of each "
                              "model and of its max-pool-free bound network (a study) against "
@@ -53,7 +59,8 @@ def check_mode(args):
     if args.train:
         given = [o for o in INFERENCE_ONLY if getattr(args, o[2:].replace("-", "_")) is not None]
         if given:
-            raise UsageError(f"argument {given[0]}: applies to the inference tables, not --train")
+            raise UsageError(f"argument {given[0]}: applies to the inference tables and "
+                             "--runtimes, not --train")
         return
     for option in ("--jit", "--batch-size"):
         if getattr(args, option[2:].replace("-", "_")) not in (None, False):
@@ -83,6 +90,16 @@ def run(args):
     from keras_pf.benchmark.run import DEFAULT_MODELS, KERAS_MODES, benchmark_models, format_markdown
     from keras_pf.mobile.export import PRECISIONS
 
+    if args.runtimes is not None:
+        from keras_pf.benchmark import runtimes
+
+        report = runtimes.benchmark_runtimes(args.models or list(runtimes.DEFAULT_MODELS),
+                                             args.runtimes or list(runtimes.VARIANTS),
+                                             args.image_size, args.runs, args.warmup,
+                                             args.threads, args.output_dir)
+        print(runtimes.format_markdown(report))
+        print(f"Wrote runtimes.json and runtimes.md to {args.output_dir}")
+        return
     args.models = list(DEFAULT_MODELS) if args.models is None else args.models
     args.precisions = list(PRECISIONS) if args.precisions is None else args.precisions
     args.keras_modes = list(KERAS_MODES) if args.keras_modes is None else args.keras_modes
