@@ -1,7 +1,11 @@
 """`keras-pf benchmark`: latency, size and FLOPs side by side with keras.applications
-ResNet50 (the work is `keras_pf.benchmark.run.benchmark_models`)."""
+ResNet50 (the work is `keras_pf.benchmark.run.benchmark_models`); with `--train`, the
+fit loop's step time instead (`keras_pf.benchmark.train.benchmark_training`)."""
 
-from keras_pf_cli.args import non_negative_int, one_of, positive_int
+from keras_pf_cli.args import UsageError, non_negative_int, one_of, positive_int
+
+# Options of the inference tables only (default None, so that a given one is seen)
+INFERENCE_ONLY = ("--precisions", "--keras-modes", "--op-profile", "--int8-fidelity", "--runtimes")
 
 
 def add_arguments(parser):
@@ -10,8 +14,10 @@ def add_arguments(parser):
                              "keras_pf.MODELS names; default: ResNet50 MobileNetV2 PFResNet50Max "
                              "PFResNet50Hybrid PFViTSmall PFPiTSmall")
     parser.add_argument("--image-size", type=positive_int, default=224)
-    parser.add_argument("--runs", type=positive_int, default=20, help="timed runs (median)")
-    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--runs", type=positive_int, default=None,
+                        help="timed runs (median); default 20, with --train 5 rounds")
+    parser.add_argument("--warmup", type=non_negative_int, default=None,
+                        help="untimed runs first; default 3, with --train 2")
     parser.add_argument("--threads", type=positive_int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--precisions", nargs="*", default=None,
                         help="TFLite precisions among float32 float16 dynamic int8 (default: "
@@ -36,9 +42,51 @@ def add_arguments(parser):
                              "all if none is named), ratios to ResNet50 per runtime; default "
                              "models: ResNet50 and the models with published weights. Writes "
                              "runtimes.json and runtimes.md")
+    parser.add_argument("--train", action="store_true",
+                        help="time the train step (train_on_batch, SGD) and images/s of each "
+                             "model and of its max-pool-free bound network (a study) against "
+                             "ResNet50 on the current Keras backend, instead of inference; "
+                             "writes train_<backend>[_jit].json and .md")
+    parser.add_argument("--jit", action="store_true",
+                        help="with --train: compile the steps with XLA (jit_compile=True)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="with --train: images per step (default 8)")
+
+
+def check_mode(args):
+    """Options that do not apply to the chosen mode (inference tables or --train) are a
+    usage error rather than silently ignored."""
+    if args.train:
+        given = [o for o in INFERENCE_ONLY if getattr(args, o[2:].replace("-", "_")) is not None]
+        if given:
+            raise UsageError(f"argument {given[0]}: applies to the inference tables and "
+                             "--runtimes, not --train")
+        return
+    for option in ("--jit", "--batch-size"):
+        if getattr(args, option[2:].replace("-", "_")) not in (None, False):
+            raise UsageError(f"argument {option}: applies to --train only (the inference "
+                             "tables time batch 1 and have their own XLA column: --keras-modes xla)")
+
+
+def run_train(args):
+    from keras_pf.benchmark.train import benchmark_training, format_markdown, output_stem
+
+    report = benchmark_training(args.models, args.image_size,
+                                8 if args.batch_size is None else args.batch_size,
+                                5 if args.runs is None else args.runs,
+                                2 if args.warmup is None else args.warmup,
+                                jit_compile=args.jit, output_dir=args.output_dir)
+    print(format_markdown(report))
+    stem = output_stem(report["machine"]["backend"], args.jit)
+    print(f"Wrote {stem}.json and {stem}.md to {args.output_dir}")
 
 
 def run(args):
+    check_mode(args)
+    if args.train:
+        return run_train(args)
+    args.runs = 20 if args.runs is None else args.runs
+    args.warmup = 3 if args.warmup is None else args.warmup
     from keras_pf.benchmark.run import DEFAULT_MODELS, KERAS_MODES, benchmark_models, format_markdown
     from keras_pf.mobile.export import PRECISIONS
 

@@ -8,6 +8,7 @@ TensorFlow/Keras API (`tests/_compat/test_no_private_api.py` checks the tree).
 - `keras`: Keras 3 (written for 3.15) functional-graph internals (nodes, history,
   `_run_through_graph`, the trainer's symbolic build).
 - `tensorflow`: TensorFlow 2.21 (graph freezing, TFLite interpreter op details, the
-  MLIR quantizer, the TFLite flatbuffer schema, multi-worker coordination).
+  MLIR quantizer, the TFLite flatbuffer schema, multi-worker coordination, whether a
+  graph is traced for XLA).
 - `tf_keras`: tf_keras 2.21 (Keras 2) MultiHeadAttention internals, for the QAT twin.
 """

@@ -1,6 +1,7 @@
 """TensorFlow internals (written for TensorFlow 2.21): graph freezing, the TFLite
 interpreter's op records, the converter's calibrate-only mode and MLIR quantizer, the
-TFLite flatbuffer schema, and multi-worker coordination."""
+TFLite flatbuffer schema, multi-worker coordination, and whether a graph is traced for
+XLA."""
 
 TENSORFLOW_VERSION = "2.21"
 
@@ -69,3 +70,16 @@ def configure_coordination(spec, timeout):
         cluster_register_timeout_in_ms=int(timeout * 1000),
     )
     return True
+
+
+def in_xla_context():
+    """Whether TensorFlow is tracing the current graph for XLA (`tf.function(jit_compile=True)`,
+    e.g. a model compiled with `jit_compile=True`, or a function such a function calls):
+    TensorFlow has no public query; `tf.function` itself asks
+    `control_flow_util.GraphOrParentsInXlaContext`. False eagerly and in plain `tf.function`s."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))

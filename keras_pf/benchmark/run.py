@@ -26,6 +26,7 @@ import numpy as np
 from keras_pf.benchmark import litert_child
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.mobile.export import PRECISIONS
+from keras_pf.models.layers import FastMaxPooling2D
 from keras_pf.models.resolve import BASELINES  # keras.applications constructors
 
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
@@ -309,8 +310,9 @@ def _runs_as_own_op(layer):
 
 def layer_kind(layer):
     """How the op profile groups a layer: convolutions by kernel size and stride
-    ("Conv2D 1x1", "Conv2D 1x1/2"), everything else by class."""
-    kind = type(layer).__name__
+    ("Conv2D 1x1", "Conv2D 1x1/2"), everything else by class (keras_pf's
+    FastMaxPooling2D as the MaxPooling2D it exports as)."""
+    kind = "MaxPooling2D" if isinstance(layer, FastMaxPooling2D) else type(layer).__name__
     if kind in _CONVS:
         (kh, kw), stride = layer.kernel_size, max(layer.strides)
         kind += f" {kh}x{kw}" + (f"/{stride}" if stride > 1 else "")

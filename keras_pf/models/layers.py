@@ -1,10 +1,12 @@
 """The layers of keras_pf that Keras does not have, and the resize they rely on.
 
-Everything parameter-free in these networks is a built-in Keras layer (max-pool, average
-pool, GELU as an `Activation`). Two custom layers: the learned position embedding of
-ViT/PiT, which must resize itself when weights trained at one input size are loaded at
-another, and a LayerNormalization whose exported graph the phone GPU delegate accepts;
-and one activation, an exact GELU written through `erf` that every export format has.
+Everything parameter-free in these networks is a built-in Keras layer (average pool, GELU
+as an `Activation`) or a built-in one with another gradient: `FastMaxPooling2D`, keras'
+max-pool whose backward pass is as cheap as its forward one under XLA. Two more custom
+layers: the learned position embedding of ViT/PiT, which must resize itself when weights
+trained at one input size are loaded at another, and a LayerNormalization whose exported
+graph the phone GPU delegate accepts; and one activation, an exact GELU written through
+`erf` that every export format has.
 """
 
 import numpy as np
@@ -136,3 +138,158 @@ class BroadcastSafeLayerNormalization(keras.layers.LayerNormalization):
         if self.beta is not None:
             x = x + ops.reshape(ops.cast(self.beta, dtype), shape)
         return ops.cast(x, self.compute_dtype)
+
+
+# ------------------------------------------------------------------------- max-pool
+
+
+def _pool_geometry(length, size, stride, padding):
+    """`(outputs, pad_before)` of a 1-D pooling window along an axis of `length`, with
+    TensorFlow's (and XLA's, and Keras') "same" convention: the smaller half before."""
+    if padding == "valid":
+        return (length - size) // stride + 1, 0
+    outputs = -(-length // stride)
+    return outputs, max((outputs - 1) * stride + size - length, 0) // 2
+
+
+def _slice(x, axis, start, stop, step=1):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _pad(x, axis, before, after):
+    if not before and not after:
+        return x
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (before, after)
+    return ops.pad(x, widths)
+
+
+def window_max_gradient(x, y, upstream, axis, size, stride, padding):
+    """Gradient with respect to `x` of the 1-D windowed maximum `y` of `x` along `axis`
+    (window `size`, `stride`, "valid"/"same" padding), given `upstream` = dL/dy.
+
+    Each window's upstream goes whole to its first maximal element (the lowest index),
+    so the result is the framework's gradient where the maximum is unique and a valid
+    subgradient at ties. Elementwise comparisons and selects on shifted slices: no
+    scatter, so that XLA fuses them (its select-and-scatter is slow on CPU).
+    """
+    length = x.shape[axis]
+    outputs, before = _pool_geometry(length, size, stride, padding)
+    span = stride * (outputs - 1) + 1  # slice length covering one window element per output
+    padded = _pad(x, axis, before, max(stride * (outputs - 1) + size - before - length, 0))
+    zero = ops.zeros((), upstream.dtype)
+    broadcast = [1] * len(x.shape)
+    broadcast[axis] = outputs
+    taken, parts = None, []
+    for offset in range(size):
+        position = stride * np.arange(outputs) + offset - before
+        inside = (position >= 0) & (position < length)
+        if not inside.any():
+            parts.append(None)
+            continue
+        hit = ops.equal(_slice(padded, axis, offset, offset + span, stride), y)
+        if not inside.all():  # a padding position never receives a gradient
+            hit = ops.logical_and(hit, ops.convert_to_tensor(inside.reshape(broadcast)))
+        first = hit if taken is None else ops.logical_and(hit, ops.logical_not(taken))
+        taken = hit if taken is None else ops.logical_or(taken, hit)
+        parts.append(ops.where(first, upstream, zero))
+    # Output i's window element `offset` sits at padded position stride * i + offset:
+    # phase offset % stride, shifted by offset // stride along that phase.
+    phase_length = outputs + (size - 1) // stride
+    phases = []
+    for phase in range(stride):
+        total = None
+        for offset in range(phase, size, stride):
+            if parts[offset] is None:
+                continue
+            shift = offset // stride
+            part = _pad(parts[offset], axis, shift, phase_length - outputs - shift)
+            total = part if total is None else total + part
+        phases.append(total)
+    reference = next(p for p in phases if p is not None)
+    phases = [ops.zeros_like(reference) if p is None else p for p in phases]
+    if stride == 1:
+        full = phases[0]
+    else:  # interleave the phases: (.., phase_length, stride, ..) -> (.., phase_length * stride, ..)
+        full = ops.stack(phases, axis=axis + 1)
+        shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
+        full = ops.reshape(full, shape[:axis] + [phase_length * stride] + shape[axis + 2:])
+    full = _pad(full, axis, 0, max(before + length - full.shape[axis], 0))
+    return _slice(full, axis, before, before + length)
+
+
+def max_pool_gradient(x, y, upstream, pool_size, strides, padding):
+    """dL/dx of `y = keras.ops.max_pool(x, pool_size, strides, padding)` (channels-last
+    4-D `x` of static height and width), given `upstream` = dL/dy: the window maximum is
+    separable (over each row's window, then over rows), so the gradient goes to the
+    first maximal row of each window, then to the first maximal element of that row,
+    i.e. to the first maximal element in row-major order, as TensorFlow's MaxPoolGrad
+    and XLA's select-and-scatter choose."""
+    (kh, kw), (sh, sw) = pool_size, strides
+    rows = ops.max_pool(x, (1, kw), (1, sw), padding)  # each row's window maximum
+    upstream = window_max_gradient(rows, y, upstream, 1, kh, sh, padding)
+    return window_max_gradient(x, rows, upstream, 2, kw, sw, padding)
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class FastMaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` (same arguments, config and forward op: one
+    `MAX_POOL_2D` in TFLite) with a gradient chosen for speed per backend.
+
+    The framework's max-pool gradient is fast in some places and slow in others
+    (measured on CPU, batch 8, 56x56x64, see README "Benchmarks"): TensorFlow with oneDNN
+    (Linux x86's default) fuses `MaxPool`/`MaxPoolGrad` and its backward costs about two
+    forwards, but XLA (`jit_compile=True`, and the JAX backend) lowers the gradient to
+    select-and-scatter, 10-20x the forward. Where it is slow the gradient is
+    `max_pool_gradient` instead: the same values where each window's maximum is unique,
+    and at ties the whole gradient of a window goes to its first maximal element in
+    row-major order (top-most row, then left-most), which is also TensorFlow's choice.
+
+    `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
+    XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
+    framework's elsewhere, including PyTorch, whose max-pool keeps its indices),
+    "mask" or "framework". Channels-first data and inputs whose height or width is not
+    known when the layer is traced always use the framework's gradient.
+    """
+
+    gradient = "auto"
+
+    def _mask_gradient(self, inputs):
+        choice = self.gradient
+        if choice not in ("auto", "mask", "framework"):
+            raise ValueError(f"Layer '{self.name}': gradient must be 'auto', 'mask' or "
+                             f"'framework'; received {choice!r}")
+        if (self.data_format != "channels_last" or len(inputs.shape) != 4
+                or any(d is None for d in inputs.shape[1:3])):
+            return False
+        if choice != "auto":
+            return choice == "mask"
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return True
+        if backend == "tensorflow":
+            from keras_pf._compat.tensorflow import in_xla_context
+
+            return in_xla_context()
+        return False
+
+    def call(self, inputs):
+        if not self._mask_gradient(inputs):
+            return super().call(inputs)
+        pool_size, strides, padding = self.pool_size, self.strides, self.padding
+        forward = super().call
+
+        @ops.custom_gradient
+        def pool(x):
+            y = forward(x)
+
+            def grad(*args, upstream=None):  # TF/JAX: grad(upstream); PyTorch: keyword
+                if upstream is None:
+                    (upstream,) = args
+                return max_pool_gradient(x, y, upstream, pool_size, strides, padding)
+
+            return y, grad
+
+        return pool(inputs)

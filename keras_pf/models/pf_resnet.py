@@ -8,6 +8,7 @@ Every stride-2 convolution and pool pads explicitly and symmetrically, as PyTorc
 from keras import layers
 
 from keras_pf.models import application
+from keras_pf.models.layers import FastMaxPooling2D
 
 BN_EPSILON = 1e-5  # PyTorch's default; Keras' is 1e-3
 BLOCK_KINDS = ("plain", "max", "hybrid")
@@ -31,11 +32,12 @@ def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
 
 def _max_pool(x, strides, name):
     """3x3 max-pool, PyTorch padding 1. Stride 2 pads with zeros, which equals PyTorch's
-    -inf padding only because the input comes out of a ReLU (never negative)."""
+    -inf padding only because the input comes out of a ReLU (never negative).
+    `FastMaxPooling2D`: keras' max-pool with a gradient that is cheap under XLA too."""
     if strides == 1:
-        return layers.MaxPooling2D(3, strides=1, padding="same", name=name + "_pool")(x)
+        return FastMaxPooling2D(3, strides=1, padding="same", name=name + "_pool")(x)
     x = layers.ZeroPadding2D(1, name=name + "_pad")(x)
-    return layers.MaxPooling2D(3, strides=strides, name=name + "_pool")(x)
+    return FastMaxPooling2D(3, strides=strides, name=name + "_pool")(x)
 
 
 def bottleneck(x, width, strides, kind, name):
@@ -111,7 +113,7 @@ def PFResNet(
 
     x = _conv_bn(img_input, 64, 7, 2, "conv1")
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = FastMaxPooling2D(3, strides=2, name="pool1_pool")(x)
     for stage, (depth, kind) in enumerate(zip(depths, kinds)):
         width = int(64 * 2**stage * width_mult)
         for i in range(depth):

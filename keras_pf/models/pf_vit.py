@@ -8,7 +8,8 @@ attention flattens it to a sequence. There is no class token; the head averages 
 from keras import layers
 
 from keras_pf.models import application
-from keras_pf.models.layers import BroadcastSafeLayerNormalization, PositionEmbedding, gelu
+from keras_pf.models.layers import (BroadcastSafeLayerNormalization, FastMaxPooling2D,
+                                   PositionEmbedding, gelu)
 
 LN_EPSILON = 1e-6
 
@@ -28,7 +29,7 @@ def max_pool_mixer(x, name):
     c = x.shape[-1]
     x = layers.Dense(3 * c, name=name + "_mixer_expand")(x)
     x = layers.Activation(gelu, name=name + "_mixer_gelu1")(x)
-    x = layers.MaxPooling2D(3, strides=1, padding="same", name=name + "_mixer_pool")(x)
+    x = FastMaxPooling2D(3, strides=1, padding="same", name=name + "_mixer_pool")(x)
     x = layers.Activation(gelu, name=name + "_mixer_gelu2")(x)
     return layers.Dense(c, name=name + "_mixer_proj")(x)
 

@@ -73,3 +73,17 @@ def test_configure_coordination_is_importable():
 
     assert callable(multi_worker_util.coordination_leader)
     assert hasattr(context.context(), "configure_coordination_service")
+
+
+def test_in_xla_context_only_while_tracing_for_xla():
+    seen = []
+    assert not compat.in_xla_context()  # eager
+    tf.function(lambda: seen.append(compat.in_xla_context()) or tf.constant(0))()
+    tf.function(lambda: seen.append(compat.in_xla_context()) or tf.constant(0), jit_compile=True)()
+
+    @tf.function(jit_compile=True)
+    def outer():  # a plain function called from an XLA one is traced for XLA too
+        return tf.function(lambda: seen.append(compat.in_xla_context()) or tf.constant(0))()
+
+    outer()
+    assert seen == [False, True, True]

@@ -1,0 +1,266 @@
+"""`keras-pf benchmark --train`: the fit loop's train-step time and images/s of each model
+against `keras.applications.ResNet50`, on the current Keras backend, with the "bound"
+networks timed in the same run.
+
+A bound network is a study, not a model keras_pf offers: the same network with every
+max-pool made free, i.e. every stride-1 max-pool replaced by identity and every strided
+one by a 1x1-window pool of the same stride (and the zero padding that only fed it
+removed), so that shapes, convolutions, BatchNorms, adds and stem stay. The gap between a
+model's ratio to ResNet50 and its bound's is what its max-pools cost in the train step.
+
+One process; the models are timed in interleaved rounds (each model one step per round),
+as the latency tables of `keras_pf.benchmark.run`, so a load spike of the machine hits all of
+them alike. Each step is `model.train_on_batch` (the compiled train function `fit` runs;
+SGD, sparse categorical cross-entropy) on one fixed random batch; `predict_on_batch` on
+the same batch is timed too. Weights are random: time does not depend on their values.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_pf._compat.keras import outbound_nodes
+from keras_pf.benchmark.run import DEFAULT_MODELS, REFERENCE, build, machine
+from keras_pf.files import write_atomic
+from keras_pf.models import resolve
+
+# The gap to the bound (as ratios to ResNet50) that issue 23 sets for the ResNets.
+TARGET_GAP = 0.04
+TARGET_MODELS = ("PFResNet50Max", "PFResNet50Hybrid")
+BOUND_SUFFIX = " (bound)"
+
+
+# ------------------------------------------------------------------------------ bound
+
+
+def _is_max_pool(layer):
+    import keras
+
+    return isinstance(layer, keras.layers.MaxPooling2D)
+
+
+def _strides(layer):
+    return tuple(layer.strides)
+
+
+def bound_network(model):
+    """The bound of functional `model` (see the module docstring): a new model with the
+    same layer names and weights except the max-pools. Raises ValueError if `model` has
+    no max-pool or a free pool would change a shape."""
+    import keras
+
+    pools = [layer for layer in model.layers if _is_max_pool(layer)]
+    if not pools:
+        raise ValueError(f"Model '{model.name}' has no MaxPooling2D layer: it has no bound")
+    # zero paddings whose only consumers are strided max-pools go with them
+    feeding = {id(layer) for layer in model.layers
+               if isinstance(layer, keras.layers.ZeroPadding2D) and outbound_nodes(layer)
+               and all(_is_max_pool(node.operation) and max(_strides(node.operation)) > 1
+                       for node in outbound_nodes(layer))}
+
+    def clone(layer):
+        if id(layer) in feeding:
+            return keras.layers.Identity(name=layer.name)
+        if _is_max_pool(layer):
+            if max(_strides(layer)) == 1:
+                return keras.layers.Identity(name=layer.name)
+            return keras.layers.MaxPooling2D(1, strides=_strides(layer), padding="valid",
+                                             name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    try:
+        bound = keras.models.clone_model(model, clone_function=clone)
+    except ValueError as error:
+        raise ValueError(f"Model '{model.name}': making its max-pools free changes a shape "
+                         f"({error})") from None
+    for pool in pools:
+        if tuple(bound.get_layer(pool.name).output.shape) != tuple(pool.output.shape):
+            raise ValueError(f"Model '{model.name}': the free form of '{pool.name}' changes "
+                             "its output shape")
+    originals = {layer.name: layer for layer in model.layers}
+    for layer in bound.layers:
+        if layer.weights:
+            layer.set_weights(originals[layer.name].get_weights())
+    return keras.Model(bound.inputs, bound.outputs, name=model.name + "_bound")
+
+
+def pool_counts(model):
+    """`{"stride_1": n, "strided": n, "window_1": n}`: the model's max-pools (window_1:
+    the 1x1-window pools a bound keeps)."""
+    counts = {"stride_1": 0, "strided": 0, "window_1": 0}
+    for layer in model.layers:
+        if not _is_max_pool(layer):
+            continue
+        if tuple(layer.pool_size) == (1, 1):
+            counts["window_1"] += 1
+        elif max(_strides(layer)) == 1:
+            counts["stride_1"] += 1
+        else:
+            counts["strided"] += 1
+    return counts
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_steps(models, batch_size=8, rounds=5, warmup=2, jit_compile=False, predict=True,
+               log=print, seed=0):
+    """`{name: {"train": [seconds per round], "predict": [...]}}`: `train_on_batch` (and
+    `predict_on_batch`) of every model, one call each per round, models interleaved."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    batches = {}
+    for name, model in models.items():
+        shape = (batch_size, *model.input_shape[1:])
+        if shape not in batches:
+            batches[shape] = rng.uniform(0, 1, shape).astype("float32")
+        model.compile(optimizer=keras.optimizers.SGD(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit_compile)
+    labels = {name: rng.integers(0, model.output_shape[-1], batch_size)
+              for name, model in models.items()}
+    calls = {}
+    for name, model in models.items():
+        x = batches[(batch_size, *model.input_shape[1:])]
+        calls[name] = {"train": (lambda m, x, y: lambda: m.train_on_batch(x, y))(model, x, labels[name])}
+        if predict:
+            calls[name]["predict"] = (lambda m, x: lambda: m.predict_on_batch(x))(model, x)
+    for name, kinds in calls.items():
+        log(f"compiling and warming up {name}")
+        for call in kinds.values():
+            for _ in range(max(warmup, 1)):  # the first call traces (and compiles)
+                call()
+    times = {name: {kind: [] for kind in kinds} for name, kinds in calls.items()}
+    for round_ in range(rounds):
+        log(f"round {round_ + 1}/{rounds}")
+        for kind in ("train", "predict"):
+            for name, kinds in calls.items():
+                if kind in kinds:
+                    start = time.perf_counter()
+                    kinds[kind]()
+                    times[name][kind].append(time.perf_counter() - start)
+    return times
+
+
+def _summary(series, batch_size):
+    median = float(np.median(series))
+    return {"seconds": median, "seconds_min": float(np.min(series)),
+            "images_per_second": batch_size / median, "rounds": [float(s) for s in series]}
+
+
+def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warmup=2,
+                       jit_compile=False, predict=True, bounds=True, builders=None,
+                       reference=REFERENCE, output_dir="benchmarks", log=print):
+    """Time `models` (default: `keras_pf.benchmark.run.DEFAULT_MODELS`) and the bounds of those
+    with max-pools (not of `reference`), write `train_<backend>[_jit].json` and `.md` to
+    `output_dir`, and return the report. `builders`: optional `{name: callable(image_size)
+    -> model}` for models outside `keras_pf.benchmark.run.build` (e.g. small test models)."""
+    import keras
+
+    models = list(models or DEFAULT_MODELS)
+    if rounds < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"Need rounds >= 1, warmup >= 0 and batch size >= 1; received "
+                         f"rounds={rounds}, warmup={warmup}, batch size={batch_size}")
+    if reference not in models:
+        models.insert(0, reference)
+    builders = builders or {}
+    for name in models:  # unknown names fail before minutes of building
+        if name not in builders:
+            resolve.check_name(name, baselines=True)
+    info = machine()
+    info.update(backend=keras.backend.backend(), image_size=image_size, batch_size=batch_size,
+                rounds=rounds, warmup=warmup, jit_compile=bool(jit_compile),
+                step="train_on_batch, SGD, sparse categorical cross-entropy",
+                weights="random (weights=None)")
+    built, rows = {}, {}
+    for name in models:
+        log(f"building {name}")
+        model = builders[name](image_size) if name in builders else build(name, image_size)
+        built[name] = model
+        rows[name] = {"study": False, "max_pools": pool_counts(model)}
+        if bounds and name != reference and any(pool_counts(model).values()):
+            bound = bound_network(model)
+            built[name + BOUND_SUFFIX] = bound
+            rows[name + BOUND_SUFFIX] = {"study": True, "bound_of": name,
+                                         "max_pools": pool_counts(bound)}
+    times = time_steps(built, batch_size, rounds, warmup, jit_compile, predict, log)
+    for name, kinds in times.items():
+        for kind, series in kinds.items():
+            rows[name][kind] = _summary(series, batch_size)
+    info["load_average_end"] = list(os.getloadavg())
+    report = {"machine": info, "reference": reference, "models": rows}
+    _ratios(report)
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.join(output_dir, output_stem(info["backend"], jit_compile))
+    write_atomic(stem + ".json", json.dumps(report, indent=2) + "\n")
+    write_atomic(stem + ".md", format_markdown(report))
+    return report
+
+
+def output_stem(backend, jit_compile):
+    return f"train_{backend}" + ("_jit" if jit_compile else "")
+
+
+def _ratios(report):
+    """Ratios to the reference; for each model with a bound, the gaps (model ratio minus
+    bound ratio) and, for `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`."""
+    rows, ref = report["models"], report["models"][report["reference"]]
+    for row in rows.values():
+        row["ratio"] = {kind: row[kind]["seconds"] / ref[kind]["seconds"]
+                        for kind in ("train", "predict") if kind in row and kind in ref}
+    for name, row in rows.items():
+        bound = rows.get(name + BOUND_SUFFIX)
+        if bound is None:
+            continue
+        row["gap_to_bound"] = {kind: row["ratio"][kind] - bound["ratio"][kind]
+                               for kind in row["ratio"] if kind in bound["ratio"]}
+        if name in TARGET_MODELS:
+            row["target"] = {"train_gap_at_most": TARGET_GAP,
+                             "met": row["gap_to_bound"]["train"] <= TARGET_GAP}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def format_markdown(report):
+    info, ref, rows = report["machine"], report["reference"], report["models"]
+    mode = "XLA (`jit_compile=True`)" if info["jit_compile"] else "no XLA"
+    lines = [
+        f"Train step on the {info['backend']} backend, {mode}: {info['cpu']}, "
+        f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}; "
+        f"batch {info['batch_size']}, {info['image_size']}x{info['image_size']}, "
+        f"`train_on_batch` (SGD), median of {info['rounds']} interleaved rounds after "
+        f"{info['warmup']} warm-up; load average {info['load_average_start'][0]:.2f} at "
+        f"start, {info['load_average_end'][0]:.2f} at end. (x) = ratio to {ref}. "
+        f"*(bound)*: a study, not a model: every max-pool made free (stride 1: identity; "
+        f"strided: a 1x1-window pool); gap: the model's ratio minus its bound's.",
+        "",
+    ]
+    predict = any("predict" in row for row in rows.values())
+    head = ["Model", "Train step (ms)", "Images/s", "Train gap to bound"]
+    if predict:
+        head += ["Predict (ms)", "Predict gap"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        label = f"*{name}*" if row["study"] else name
+        train = row["train"]
+        cells = [label, f"{train['seconds'] * 1e3:.0f} ({row['ratio']['train']:.2f}x)",
+                 f"{train['images_per_second']:.1f}"]
+        gap = row.get("gap_to_bound", {})
+        text = f"{gap['train']:+.3f}" if "train" in gap else "–"
+        if "target" in row:
+            text += f" (target <= {row['target']['train_gap_at_most']}: " \
+                    f"{'met' if row['target']['met'] else 'not met'})"
+        cells.append(text)
+        if predict:
+            cells.append(f"{row['predict']['seconds'] * 1e3:.0f} ({row['ratio']['predict']:.2f}x)"
+                         if "predict" in row else "–")
+            cells.append(f"{gap['predict']:+.3f}" if "predict" in gap else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Fastest round, ratio to {ref}: " + ", ".join(
+        f"{name} {row['train']['seconds_min'] / rows[ref]['train']['seconds_min']:.2f}x"
+        for name, row in rows.items()) + "."]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,146 @@
+"""`keras-pf benchmark --train` (keras_pf/benchmark/train.py) at a tiny size: the bound
+networks must really have free max-pools and otherwise be the same network, and the
+report must hold every model, its bound, ratios, gaps and the target check."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_pf
+from keras_pf.benchmark import train as benchmark_train
+from keras_pf.models.layers import FastMaxPooling2D
+
+
+def assert_one_line_usage_error(capsys, argv, needle):
+    """`keras-pf ARGV` in this process: exit 2 and one stderr line naming `needle`."""
+    from keras_pf_cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def _tiny_resnet(block):
+    return lambda size: keras_pf.PFResNet(block=block, depths=(1, 1, 1, 1), width_mult=0.25,
+                                          weights=None, input_shape=(size, size, 3), classes=10)
+
+
+def _tiny_vit(size):
+    return keras_pf.PFViT(embed_dim=32, depth=2, num_heads=2, patch_size=8, weights=None,
+                          input_shape=(size, size, 3), classes=10)
+
+
+def test_bound_of_r50_max_frees_every_pool_and_keeps_the_rest():
+    model = _tiny_resnet("max")(64)
+    bound = benchmark_train.bound_network(model)
+    pools = {layer.name: layer for layer in model.layers if isinstance(layer, FastMaxPooling2D)}
+    # stem + 4 bottlenecks; 3 of them strided (stem, stages 2-4), 2 at stride 1
+    assert benchmark_train.pool_counts(model) == {"stride_1": 1, "strided": 4, "window_1": 0}
+    assert benchmark_train.pool_counts(bound) == {"stride_1": 0, "strided": 0, "window_1": 4}
+    for name, pool in pools.items():
+        free = bound.get_layer(name)
+        if max(pool.strides) == 1:
+            assert type(free) is keras.layers.Identity
+        else:
+            assert type(free) is keras.layers.MaxPooling2D and tuple(free.pool_size) == (1, 1)
+            assert tuple(free.strides) == tuple(pool.strides)
+            pad = name[:-len("_pool")] + "_pad"
+            assert type(bound.get_layer(pad)) is keras.layers.Identity
+        assert tuple(free.output.shape) == tuple(pool.output.shape)
+    # everything else: same layers, same weights
+    others = [layer.name for layer in model.layers if layer.name not in pools
+              and not layer.name.endswith("_pad")
+              and not isinstance(layer, keras.layers.InputLayer)]
+    for name in others:
+        assert type(bound.get_layer(name)) is type(model.get_layer(name)), name
+        for a, b in zip(model.get_layer(name).get_weights(), bound.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # conv paddings stay (only those feeding pools go)
+    assert type(bound.get_layer("conv1_pad")) is keras.layers.ZeroPadding2D
+    assert model.count_params() == bound.count_params()
+    # the bound is the same function once the pools are free: identity where stride 1
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype("float32")
+    assert np.asarray(bound(x)).shape == np.asarray(model(x)).shape
+
+
+def test_bound_of_vit_and_models_without_pools():
+    bound = benchmark_train.bound_network(_tiny_vit(32))
+    assert not [l for l in bound.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    assert type(bound.get_layer("block1_mixer_pool")) is keras.layers.Identity
+    inputs = keras.Input((8, 8, 3))
+    with pytest.raises(ValueError, match="has no MaxPooling2D layer"):
+        benchmark_train.bound_network(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    builders = {"tiny_plain": _tiny_resnet("plain"), "PFResNet50Max": _tiny_resnet("max"),
+                "tiny_vit": _tiny_vit}
+    result = benchmark_train.benchmark_training(
+        list(builders)[1:], image_size=32, batch_size=2, rounds=2, warmup=0,
+        builders=builders, reference="tiny_plain", output_dir=str(out), log=lambda *_: None)
+    return out, result
+
+
+def test_report_structure(report):
+    out, result = report
+    rows = result["models"]
+    assert list(rows) == ["tiny_plain", "PFResNet50Max", "PFResNet50Max (bound)",
+                          "tiny_vit", "tiny_vit (bound)"]  # reference added first
+    assert result["machine"]["backend"] == keras.backend.backend()
+    assert result["machine"]["batch_size"] == 2 and result["machine"]["jit_compile"] is False
+    for name, row in rows.items():
+        for kind in ("train", "predict"):
+            assert len(row[kind]["rounds"]) == 2
+            assert 0 < row[kind]["seconds_min"] <= row[kind]["seconds"] < 60
+            assert row[kind]["images_per_second"] == pytest.approx(2 / row[kind]["seconds"])
+            assert row["ratio"][kind] == pytest.approx(
+                row[kind]["seconds"] / rows["tiny_plain"][kind]["seconds"])
+        assert row["study"] == name.endswith("(bound)")
+    assert rows["tiny_plain"]["ratio"]["train"] == 1
+    assert "gap_to_bound" not in rows["tiny_plain"]
+    gap = rows["PFResNet50Max"]["gap_to_bound"]["train"]
+    assert gap == pytest.approx(rows["PFResNet50Max"]["ratio"]["train"]
+                                - rows["PFResNet50Max (bound)"]["ratio"]["train"])
+    assert rows["PFResNet50Max"]["target"] == {"train_gap_at_most": 0.04, "met": gap <= 0.04}
+    assert "target" not in rows["tiny_vit"]  # the target is set for the ResNets only
+    assert rows["PFResNet50Max (bound)"]["bound_of"] == "PFResNet50Max"
+    with open(out / "train_tensorflow.json") as f:
+        assert json.load(f) == json.loads(json.dumps(result))
+    markdown = (out / "train_tensorflow.md").read_text()
+    for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
+                 "met" if gap <= 0.04 else "not met", "no XLA"):
+        assert text in markdown
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        benchmark_train.benchmark_training(["ResNet50"], rounds=0, output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown model 'Nope'"):
+        benchmark_train.benchmark_training(["Nope"], output_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--jit"], "--jit"),
+    (["--batch-size", "4"], "--batch-size"),
+    (["--train", "--batch-size", "0"], "--batch-size"),
+    (["--train", "--precisions", "int8"], "--precisions"),
+    (["--train", "--op-profile"], "--op-profile"),
+])
+def test_cli_options_of_the_other_mode_are_usage_errors(capsys, tmp_path, argv, needle):
+    assert_one_line_usage_error(capsys, ["benchmark", *argv, "--output-dir", str(tmp_path)], needle)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_train_unknown_model_is_one_line(capsys, tmp_path):
+    assert_one_line_usage_error(capsys, ["benchmark", "--train", "--models", "Nope",
+                                         "--output-dir", str(tmp_path)], "Unknown model 'Nope'")
+    assert not list(tmp_path.iterdir())
