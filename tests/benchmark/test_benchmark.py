@@ -19,17 +19,28 @@ def _tiny(block):
                                           weights=None, input_shape=(size, size, 3), classes=10)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def _report(tmp_path_factory, fidelity):
     out = tmp_path_factory.mktemp("bench")
     builders = {"tiny_plain": _tiny("plain"), "tiny_max": _tiny("max")}
     result = benchmark.benchmark_models(list(builders), image_size=64, runs=2, warmup=1,
                                         builders=builders, reference="tiny_plain",
                                         output_dir=str(out), log=lambda *_: None,
                                         op_profile_models=["tiny_max"],
-                                        fidelity_models=["tiny_max"], fidelity_size=32,
-                                        fidelity_epochs=1)
+                                        fidelity_models=["tiny_max"] if fidelity else (),
+                                        fidelity_size=32, fidelity_epochs=1)
     return out, result, builders
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return _report(tmp_path_factory, fidelity=False)
+
+
+@pytest.fixture(scope="module")
+def fidelity_report(tmp_path_factory):
+    """The same run with the int8 fidelity study (a fine-tune and every precision's
+    file on held-out images): the slow tier."""
+    return _report(tmp_path_factory, fidelity=True)
 
 
 def test_writes_json_markdown_and_plot(report):
@@ -216,8 +227,9 @@ def test_fastest_precision_and_own_ratios_in_the_report(report):
         assert own_line.endswith(f"| {fastest} |") and f"{own['int8']:.2f}x" in own_line
 
 
-def test_int8_fidelity_on_the_trained_model_in_the_report(report):
-    out, result, _ = report
+@pytest.mark.slow
+def test_int8_fidelity_on_the_trained_model_in_the_report(fidelity_report):
+    out, result, _ = fidelity_report
     assert "fidelity" not in result["models"]["tiny_plain"]
     fidelity = result["models"]["tiny_max"]["fidelity"]
     assert fidelity["epochs"] == 1 and fidelity["images"]["test"] > 0

@@ -33,7 +33,8 @@ def _static_batch1(path, size):
 # TFLite test (the plain block in the Keras parity test), the Tiny models are the Small
 # models' code at another width, and
 # PFResNet50Hybrid and PFPiTSmall stay as the named ResNet and transformer here.
-LONG_ONLY = {"PFResNet50Plain", "PFResNet50Max", "PFViTSmall", "PFViTTiny", "PFPiTTiny"}
+# PiT-S: PiT is exported in the default tier by the parity case pit_max_64 below
+LONG_ONLY = {"PFResNet50Plain", "PFResNet50Max", "PFViTSmall", "PFViTTiny", "PFPiTTiny", "PFPiTSmall"}
 NAMED = [pytest.param(name, marks=pytest.mark.slow) if name in LONG_ONLY else name
          for name in sorted(set(keras_pf.MODELS) - {"PFResNet50", "PFViTBase", "PFPiTBase"})]
 FULL_SIZE = {"PFResNet50Hybrid"}  # one full 224x224 export; the rest at 64x64
@@ -160,6 +161,7 @@ def test_bad_arguments_are_explained(small_model, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # the CLI's export and --check also run in test_int8 and tests/export
 def test_cli_export_with_check(tmp_path, capsys):
     from keras_pf_cli import main
 

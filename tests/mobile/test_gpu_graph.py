@@ -64,7 +64,7 @@ def _randomize(model, seed=0):
 
 
 @pytest.mark.parametrize("build", [_tiny_vit, _tiny_pit], ids=["vit", "pit"])
-@pytest.mark.parametrize("precision", ["float32", "float16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("float16", marks=pytest.mark.slow)])
 def test_exported_transformers_have_no_gpu_blockers(build, precision, tmp_path):
     model = _randomize(build())
     path = export.export_tflite(model, tmp_path / f"{model.name}.tflite", precision)

@@ -29,7 +29,8 @@ def _images(n, size=32, seed=0):
     return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("family", sorted(TRANSFORMERS))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "pit" else f
+                                    for f in sorted(TRANSFORMERS)])
 def test_int8_keeps_float_only_what_xnnpack_cannot_run_in_int8(family, tmp_path):
     model = TRANSFORMERS[family]()
     calibration = _images(8)
@@ -139,6 +140,7 @@ def test_int8_file_of_the_hybrid_runs_its_pools_as_depthwise_convolutions(small_
 # ---------------------------------------------------------------- fidelity, trained
 
 
+@pytest.mark.slow  # trains a model first
 def test_trained_model_int8_agrees_on_held_out_images(tmp_path):
     keras.utils.set_random_seed(0)
     model = TRANSFORMERS["pit"]()

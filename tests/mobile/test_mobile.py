@@ -65,11 +65,11 @@ def small_imagenet_model():
                              input_shape=(SIZE, SIZE, 3))
 
 
-# Each named-model export takes 10-20 s on 2 cores: float32 and int8 by default, float16
-# and dynamic marked slow (`-m slow`; on the small model always).
+# Each named-model export takes 10-20 s on 2 cores: float32 by default, the other
+# precisions marked slow (`-m slow`; on the small model always).
 @pytest.mark.parametrize("which, precision", [
     pytest.param(which, precision, marks=pytest.mark.slow)
-    if which == "named" and precision in ("float16", "dynamic") else (which, precision)
+    if which == "named" and precision in ("float16", "dynamic", "int8") else (which, precision)
     for which in ("named", "small") for precision in export.PRECISIONS])
 def test_exports_load_in_mediapipe_with_imagenet_names(which, precision, request, tmp_path):
     mediapipe_python()

@@ -36,7 +36,9 @@ def test_import_keras_pf_leaves_keras_alone():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("family", sorted(SMALL))
+# ViT's twin is the slow tier (PiT has the same blocks and the pooling convolution too).
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "vit" else f
+                                    for f in sorted(SMALL)])
 def test_tf_keras_twin_and_qat_model(family, tmp_path):
     model = SMALL[family]()
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
@@ -104,6 +106,7 @@ def _quadrant_task(n, seed, size=32):
     return x, y
 
 
+@pytest.mark.slow  # a QAT fine-tune; the MediaPipe test of test_mobile runs a shorter one
 def test_qat_fine_tune_keeps_float_accuracy_in_int8(tmp_path):
     keras.utils.set_random_seed(0)
     x_train, y_train = _quadrant_task(1200, seed=0)
@@ -157,7 +160,8 @@ def _attention_fully_connected(path):
     return found
 
 
-@pytest.mark.parametrize("family", sorted(TINY_ATTENTION))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "pit" else f
+                                    for f in sorted(TINY_ATTENTION)])
 def test_qat_quantizes_self_attention(family, tmp_path):
     import tf_keras
 

@@ -29,7 +29,13 @@ def test_every_named_model_is_covered():
     assert set(EXPECTED) == set(keras_pf.MODELS)
 
 
-@pytest.mark.parametrize("model_name", sorted(EXPECTED))
+# One model per family in the default tier, every named model in the slow one.
+DEFAULT_TIER = {"PFResNet50Hybrid", "PFViTTiny", "PFPiTTiny"}
+
+
+@pytest.mark.parametrize("model_name", [name if name in DEFAULT_TIER else
+                                        pytest.param(name, marks=pytest.mark.slow)
+                                        for name in sorted(EXPECTED)])
 def test_feature_pyramid_strides_and_channels(model_name):
     strides, channels = EXPECTED[model_name]
     model = keras_pf.MODELS[model_name](include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
