@@ -15,12 +15,13 @@ under XLA, select-and-scatter; "auto": FastMaxPooling2D's choice) and their boun
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from keras_pf.benchmark.profile import median_seconds  # noqa: E402
 
 # (input shape, strides, padding) of R50-max's pools at batch 8, 224x224
 SHAPES = [((8, 114, 114, 64), 2, "valid"), ((8, 56, 56, 64), 1, "same"),
@@ -30,14 +31,7 @@ SHAPES = [((8, 114, 114, 64), 2, "valid"), ((8, 56, 56, 64), 1, "same"),
 
 
 def _median_ms(call, runs, warmup=3):
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(call, runs, warmup)
 
 
 def pools(runs):

@@ -54,29 +54,16 @@ class WeightsDownloadError(OSError):
     """The weights could not be got; the message says what was tried and what to do."""
 
 
-def _env_number(name, default):
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"${name} must be a positive number; it is {text!r}")
-    return value
-
-
 def stall_timeout():
-    return _env_number(STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT)
+    return download_bounds.env_number(STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT)
 
 
 def deadline_seconds():
-    return _env_number(DEADLINE_ENV, DEFAULT_DEADLINE)
+    return download_bounds.env_number(DEADLINE_ENV, DEFAULT_DEADLINE)
 
 
 def lock_timeout():
-    return _env_number(LOCK_TIMEOUT_ENV, deadline_seconds() + 600.0)
+    return download_bounds.env_number(LOCK_TIMEOUT_ENV, deadline_seconds() + 600.0)
 
 
 def size_cap(recorded_size=None, params=None):
