@@ -21,6 +21,7 @@ COMMANDS = {
     "gradcam": ("keras_pf.gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("keras_pf.weights.cli", "list, download, import or verify published weights"),
     "export": ("keras_pf.mobile.export", "export a model to a mobile .tflite file (float32/float16/dynamic/int8)"),
+    "hub-preset": ("keras_pf.hub_preset", "write a model as a keras-hub preset folder (backbone, classifier, preprocessor)"),
 }
 
 
@@ -105,9 +106,10 @@ def main(argv=None):
         silence_tensorflow()
     module = importlib.import_module(COMMANDS[known.command][0])
     sub = subparsers.choices[known.command]
-    getattr(module, f"add_{known.command}_arguments")(sub)
+    function_name = known.command.replace("-", "_")  # hub-preset: add_hub_preset_arguments
+    getattr(module, f"add_{function_name}_arguments")(sub)
     args = parser.parse_args(argv)
-    run = getattr(module, f"run_{known.command}")
+    run = getattr(module, f"run_{function_name}")
     importlib.import_module("keras_pf.layers")  # custom layers registered for saved .keras models
     try:
         return run(args) or 0

@@ -34,14 +34,14 @@ PRESET_FILES = (_compat.CONFIG_FILE, _compat.TASK_CONFIG_FILE, _compat.PREPROCES
 
 # family builder name -> (family, default evaluation transform, docs path)
 _FAMILIES = {"PFResNet": ("resnet", "resnet"), "PFViT": ("vit", "deit"), "PFPiT": ("pit", "deit")}
+TITLES = {"resnet": "ResNet", "vit": "ViT", "pit": "PiT"}
 
 
 def family_classes(family):
     """`(Backbone, ImageClassifier, Preprocessor, ImageConverter)` classes of `family`."""
     from keras_pf import hub
 
-    title = {"resnet": "ResNet", "vit": "ViT", "pit": "PiT"}[family]
-    return tuple(getattr(hub, f"PF{title}{kind}") for kind in
+    return tuple(getattr(hub, f"PF{TITLES[family]}{kind}") for kind in
                  ("Backbone", "ImageClassifier", "ImageClassifierPreprocessor", "ImageConverter"))
 
 
@@ -74,10 +74,10 @@ def build_classifier(backbone, transform, num_classes=1000, activation=None):
     size = transform["image_size"]
     converter = converter_cls(image_size=(size, size) if isinstance(size, int) else tuple(size),
                               crop_ratio=transform["crop_ratio"],
-                              interpolation=transform["interpolation"])
-    preprocessor = preprocessor_cls(image_converter=converter)
+                              interpolation=transform["interpolation"], name="image_converter")
+    preprocessor = preprocessor_cls(image_converter=converter, name="preprocessor")
     return classifier_cls(backbone=backbone, num_classes=num_classes, activation=activation,
-                          preprocessor=preprocessor)
+                          preprocessor=preprocessor, name=f"{backbone.name.removesuffix('_backbone')}_classifier")
 
 
 def _serialized(layer):
@@ -183,7 +183,7 @@ def builtin_presets(family):
         params = registry.WEIGHTS.get(weights_id, {}).get("params") if weights_id else None
         presets[name] = {"metadata": {"description": description, "params": params,
                                       "path": f"pf_{family}",
-                                      "keras_pf_backbone": family_classes(family)[0].__name__},
+                                      "keras_pf_backbone": f"PF{TITLES[family]}Backbone"},
                          "kaggle_handle": folder}
     return presets
 
