@@ -27,3 +27,9 @@ def register_presets(presets, backbone_cls):
     """Make `presets` ({name: {"metadata", "kaggle_handle"}}) loadable by name with
     `from_preset`, and listed in `backbone_cls.presets` (and its tasks')."""
     preset_utils.register_presets(presets, backbone_cls)
+
+
+def preset_folder_is_uploadable(folder):
+    """Raise as `keras_hub.upload_preset` does before uploading, if `folder` lacks what
+    an upload needs (config.json, valid JSON, the weights)."""
+    preset_utils._validate_backbone(folder)

@@ -39,6 +39,10 @@ class PFBackbone(FeaturePyramidBackbone):
     config_names = ()
 
     def __init__(self, network, pyramid_outputs, image_shape, dtype=None, **kwargs):
+        unknown = sorted(set(kwargs) - {"name", "trainable"})
+        if unknown:  # Keras' functional model would ignore them silently
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {unknown}; it takes "
+                            f"{', '.join(self.config_names)}, image_shape, dtype, name, trainable")
         super().__init__(inputs=network.input, outputs=network.output, dtype=dtype, **kwargs)
         self.pyramid_outputs = pyramid_outputs
         self.image_shape = tuple(image_shape)
