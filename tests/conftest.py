@@ -3,13 +3,17 @@
 import json
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
 
-DATA = pathlib.Path(__file__).parent / "data"
+TESTS = pathlib.Path(__file__).parent
+DATA = TESTS / "data"
+# the helper programs and modules the tests import (torch_format, reader_child, ...)
+sys.path.insert(0, str(TESTS / "helpers"))
 PARITY_CASES = DATA / "parity_cases"
 PARITY_KEYS = DATA / "parity_keys"
 
@@ -91,3 +95,34 @@ def parity_case_pit():
 @pytest.fixture
 def parity_case_resnet_hybrid():
     return ParityCase("resnet_hybrid_64")
+
+
+# --- generated image folders ----------------------------------------------------------
+
+SHAPES = {"circle": (220, 40, 40), "square": (40, 200, 40), "triangle": (40, 60, 230)}
+CHANCE = 1 / len(SHAPES)
+
+
+def make_shapes_folder(root, per_class, seed, size=48):
+    """An image folder of coloured shapes on noise, one subfolder per shape: a task a
+    tiny model learns in a few epochs (fine-tuning, multi-worker, mobile tests)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for shape, colour in SHAPES.items():
+        os.makedirs(os.path.join(root, shape), exist_ok=True)
+        for i in range(per_class):
+            image = Image.fromarray(rng.integers(90, 160, (size, size, 3), dtype=np.uint8))
+            draw = ImageDraw.Draw(image)
+            r = int(rng.integers(size // 4, size // 2 - 2))
+            cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+            fill = tuple(int(v) for v in np.clip(np.array(colour) + rng.integers(-30, 30, 3), 0, 255))
+            box = [cx - r, cy - r, cx + r, cy + r]
+            if shape == "circle":
+                draw.ellipse(box, fill=fill)
+            elif shape == "square":
+                draw.rectangle(box, fill=fill)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+            image.save(os.path.join(root, shape, f"{i:03d}.png"))
+    return root

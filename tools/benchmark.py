@@ -12,7 +12,7 @@ A quick look at two models, Keras only:
 
 import sys
 
-from keras_pf.cli import main as cli_main
+from keras_pf_cli import main as cli_main
 
 
 def main(argv=None):

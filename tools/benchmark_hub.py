@@ -90,7 +90,7 @@ def measure(task_name, task, size, batch, runs):
     task.fit(xs, ys, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
     train = float(np.median(times[2:]))
     one = x[:1]
-    infer = median(lambda: task.predict_on_batch(one), runs)
+    infer = median(lambda: task.predict(one, verbose=0), runs)  # decoding (NMS) included
     return train, infer
 
 
@@ -104,7 +104,7 @@ def main(argv=None):
     import keras
 
     import keras_pf.hub  # noqa: F401
-    from keras_pf.profile import count_flops, count_params
+    from keras_pf.benchmark.profile import count_flops, count_params
 
     rows = []
     for name, build in backbones(args.size):
@@ -120,7 +120,7 @@ def main(argv=None):
         print(name, params, macs, times, flush=True)
     ref = rows[0][3]
     lines = [f"| backbone ({args.size}x{args.size}) | params | backbone MACs | RetinaNet train step (batch {args.batch}) | "
-             "RetinaNet inference (1 image, with NMS) | DeepLabV3 train step | DeepLabV3 inference |",
+             "RetinaNet inference (1 image, `predict`, with NMS) | DeepLabV3 train step | DeepLabV3 inference |",
              "|---|---|---|---|---|---|---|"]
     for name, params, macs, times in rows:
         cells = []

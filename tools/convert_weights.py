@@ -33,6 +33,7 @@ def match_checkpoint(filename, table):
 def convert_folder(folder, output_dir, progress=print):
     """Convert every recognized checkpoint of `folder` into `output_dir`; update the
     in-memory registry. Returns `[(weights_id, tag, output path)]` and unmatched names."""
+    from keras_pf.models import resolve
     from keras_pf.weights import TORCH_SUFFIXES, registry
     from keras_pf.weights.convert import save_converted
     from keras_pf.weights.download import sha256_of
@@ -53,7 +54,7 @@ def convert_folder(folder, output_dir, progress=print):
         info = registry.WEIGHTS[weights_id]["tags"][tag]
         output = os.path.join(output_dir, info["file"])
         progress(f"{name} -> {output} ({weights_id}/{tag})")
-        save_converted(registry.build_model(weights_id), path, output)
+        save_converted(resolve.weights_architecture(weights_id), path, output)
         info.update(size=os.path.getsize(output), sha256=sha256_of(output),
                     source_sha256=sha256_of(path))
         done.append((weights_id, tag, output))

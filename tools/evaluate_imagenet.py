@@ -41,7 +41,7 @@ def resolve_model(name):
 
 def label_mapping(class_names, num_classes):
     """Dataset label -> model class index (see the module docstring)."""
-    from keras_pf.imagenet import class_index
+    from keras_pf.models.imagenet import class_index
 
     wnids = {wnid: index for index, (wnid, _) in class_index().items()}
     if num_classes == len(wnids) and all(name in wnids for name in class_names):
@@ -153,7 +153,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from keras_pf import data
+    from keras_pf.training import data
+    from keras_pf.models import resolve
     from keras_pf.weights import load_weights, registry
 
     weights_id = resolve_model(args.model)
@@ -161,7 +162,7 @@ def main(argv=None):
     for key in ("image_size", "crop_ratio", "interpolation"):
         if getattr(args, key) is not None:
             transform[key] = getattr(args, key)
-    model = registry.build_model(weights_id)
+    model = resolve.weights_architecture(weights_id)
     load_weights(model, os.path.expanduser(args.weights) if os.path.exists(
         os.path.expanduser(args.weights)) else args.weights, weights_id=weights_id)
     dataset, class_names = data.eval_dataset(

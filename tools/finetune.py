@@ -9,7 +9,7 @@ Same as `keras-pf finetune` (see `keras_pf/finetune.py`), e.g.
 
 import sys
 
-from keras_pf.cli import main as cli_main
+from keras_pf_cli import main as cli_main
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_hub.layers import ImageConverter
 
-from keras_pf.imagenet import MEAN, STD
+from keras_pf.models.imagenet import MEAN, STD
 
 #: scale and offset that turn RGB pixels in [0, 255] into the ImageNet-normalized input
 #: the networks were trained on (`keras_pf.preprocess_input`): x / 255 / std - mean / std
@@ -19,7 +19,7 @@ class PFImageConverter(ImageConverter):
     With `crop_ratio` (the registry's, e.g. 0.875 for the paper's weights) images are
     resized, shorter side to `image_size / crop_ratio` (256 for 224, the longer side
     truncated as torchvision does), antialiased, then center-cropped to `image_size`:
-    `keras_pf.data.eval_transform`, the same TensorFlow ops, so a preset's classifier
+    `keras_pf.training.data.eval_transform`, the same TensorFlow ops, so a preset's classifier
     gives the logits `keras_pf`'s pipeline gives. Then `scale` and `offset` normalize
     (default: ImageNet mean and std, as `keras_pf.preprocess_input`). With
     `crop_ratio=None` it is keras-hub's converter unchanged (resize to `image_size`,
@@ -64,7 +64,7 @@ class PFImageConverter(ImageConverter):
         return x
 
     def _transform(self, tf, x, batched):
-        from keras_pf.data import eval_transform
+        from keras_pf.training.data import eval_transform
 
         def one(image):
             return eval_transform(image, image_size=self.image_size, crop_ratio=self.crop_ratio,

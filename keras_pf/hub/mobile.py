@@ -76,7 +76,8 @@ def export_segmenter(segmenter, path, precision="float32", calibration=None, lab
     `keras_pf.preprocess_input`-normalized images) as a MediaPipe-ready `.tflite` file;
     returns `path`. `labels`: one class name per output channel (default "class_0", ...).
     Other arguments as `keras_pf.mobile.export.export_tflite`."""
-    from keras_pf.mobile.export import DEFAULT_LICENSE, export_tflite, labels_path
+    from keras_pf.mobile.export import DEFAULT_LICENSE, export_tflite
+    from keras_pf.mobile.labels import labels_path
 
     classes = segmenter.output_shape[-1]
     if len(segmenter.output_shape) != 4:

@@ -14,7 +14,7 @@ import os
 
 import keras
 
-from keras_pf.hub import _compat
+from keras_pf._compat import keras_hub as _compat
 from keras_pf.hub.weights import PresetError
 
 _REMOTE_SCHEMES = ("kaggle://", "hf://", "gs://", "modelscope://", "s3://", "http://", "https://")

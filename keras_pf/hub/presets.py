@@ -22,8 +22,8 @@ import os
 
 import keras
 
-import keras_pf
-from keras_pf.hub import _compat
+from keras_pf._compat import keras_hub as _compat
+from keras_pf.models import resolve
 from keras_pf.hub.weights import write_pointer
 from keras_pf.weights import registry
 
@@ -39,19 +39,40 @@ TITLES = {"resnet": "ResNet", "vit": "ViT", "pit": "PiT"}
 
 def family_classes(family):
     """`(Backbone, ImageClassifier, Preprocessor, ImageConverter)` classes of `family`."""
-    from keras_pf import hub
+    # from the modules, not the package: the package's __init__ imports this module
+    from keras_pf.hub.pf_pit.pf_pit_backbone import PFPiTBackbone
+    from keras_pf.hub.pf_pit.pf_pit_image_classifier import PFPiTImageClassifier
+    from keras_pf.hub.pf_pit.pf_pit_image_classifier_preprocessor import PFPiTImageClassifierPreprocessor
+    from keras_pf.hub.pf_pit.pf_pit_image_converter import PFPiTImageConverter
+    from keras_pf.hub.pf_resnet.pf_resnet_backbone import PFResNetBackbone
+    from keras_pf.hub.pf_resnet.pf_resnet_image_classifier import PFResNetImageClassifier
+    from keras_pf.hub.pf_resnet.pf_resnet_image_classifier_preprocessor import (
+        PFResNetImageClassifierPreprocessor,
+    )
+    from keras_pf.hub.pf_resnet.pf_resnet_image_converter import PFResNetImageConverter
+    from keras_pf.hub.pf_vit.pf_vit_backbone import PFViTBackbone
+    from keras_pf.hub.pf_vit.pf_vit_image_classifier import PFViTImageClassifier
+    from keras_pf.hub.pf_vit.pf_vit_image_classifier_preprocessor import PFViTImageClassifierPreprocessor
+    from keras_pf.hub.pf_vit.pf_vit_image_converter import PFViTImageConverter
 
-    return tuple(getattr(hub, f"PF{TITLES[family]}{kind}") for kind in
-                 ("Backbone", "ImageClassifier", "ImageClassifierPreprocessor", "ImageConverter"))
+    return {
+        "resnet": (PFResNetBackbone, PFResNetImageClassifier, PFResNetImageClassifierPreprocessor,
+                   PFResNetImageConverter),
+        "vit": (PFViTBackbone, PFViTImageClassifier, PFViTImageClassifierPreprocessor, PFViTImageConverter),
+        "pit": (PFPiTBackbone, PFPiTImageClassifier, PFPiTImageClassifierPreprocessor, PFPiTImageConverter),
+    }[family]
 
 
 def model_family(model_name):
     """`(family, builder config, weights_id)` of a `keras_pf.MODELS` name."""
-    if model_name not in keras_pf.MODEL_NAMES:
-        raise ValueError(f"unknown model {model_name!r}; keras_pf models: {', '.join(keras_pf.MODEL_NAMES)}")
-    constructor = keras_pf.MODELS[model_name]
+    constructor = resolve.constructor(model_name)  # the one "unknown model" error
     family, _ = _FAMILIES[constructor.builder.__name__]
     return family, dict(constructor.config), constructor.weights_id
+
+
+def default_transform(family):
+    """The evaluation transform of a family without published weights (its recipe's)."""
+    return dict(registry.PREPROCESSING["resnet" if family == "resnet" else "deit"])
 
 
 def default_image_shape(family):
@@ -141,7 +162,7 @@ def register_preset(name, directory, description="", params=None):
 
 def builtin_table():
     """`{preset name: (model name, weights_id or None, tag or None, description)}`,
-    from the registry and `keras_pf.MODEL_NAMES`."""
+    from the registry and `resolve.MODEL_NAMES`."""
     table = {}
     for weights_id, entry in registry.WEIGHTS.items():
         model = entry["model"]
@@ -161,7 +182,7 @@ def builtin_table():
                 what = f"the 'imagenet' weights: {what}"
             table[f"{weights_id}_{tag}"] = (model, weights_id, tag, what)
     with_weights = {v[0] for v in table.values()}
-    for model in keras_pf.MODEL_NAMES:
+    for model in resolve.MODEL_NAMES:
         _, _, weights_id = model_family(model)
         if model not in with_weights and weights_id not in registry.WEIGHTS \
                 and weights_id not in table:
@@ -194,7 +215,7 @@ def write_builtin_preset(name, root=BUILTIN_DIR):
     model, weights_id, tag, _ = builtin_table()[name]
     family = model_family(model)[0]
     transform = (registry.preprocessing(weights_id) if weights_id
-                 else dict(registry.PREPROCESSING[_FAMILIES[keras_pf.MODELS[model].builder.__name__][1]]))
+                 else default_transform(family))
     task = build_classifier(build_backbone(model), transform)
     directory = os.path.join(root, name)
     if os.path.isdir(directory):
@@ -203,3 +224,59 @@ def write_builtin_preset(name, root=BUILTIN_DIR):
     write_pointer_preset(task, directory, weights_id, tag, model=model,
                          metadata={"family": family, "transform": transform})
     return directory
+
+
+# --- a preset that holds its weights (keras-pf hub-preset) -------------------------------
+
+def _check_output(output):
+    output = os.path.abspath(os.path.expanduser(output))
+    if os.path.exists(output) and not (os.path.isdir(output) and not os.listdir(output)):
+        raise ValueError(f"{output} already exists and is not an empty folder; choose a new folder "
+                         "(a preset is written whole or not at all)")
+    parent = os.path.dirname(output)
+    if not os.path.isdir(parent):
+        raise ValueError(f"the folder {parent} (of the output) does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write into {parent} (of the output): permission denied")
+    return output
+
+
+def write_hub_preset(model_name, output, weights="default", input_size=None):
+    """Write the named keras_pf model `model_name` with `weights` (a registry tag, a
+    `.weights.h5` or `.pth` path, None for random, "default" for the constructor's
+    default) as a keras-hub preset folder `output`, weights included: the backbone, an
+    ImageClassifier head and the preprocessor with the weights' evaluation transform,
+    ready for `from_preset(output)` and keras-hub's `upload_preset`. Written through a
+    temporary folder beside `output`, renamed into place: whole or not at all. Returns
+    the classifier task."""
+    import shutil
+
+    family, _, weights_id = model_family(model_name)
+    output = _check_output(output)
+    side = input_size or 224
+    kwargs = dict(classifier_activation=None, input_shape=(side, side, 3))
+    if weights != "default":
+        kwargs["weights"] = weights
+    model = resolve.constructor(model_name)(**kwargs)
+    image_shape = default_image_shape(family) if family == "resnet" else (side, side, 3)
+    backbone = build_backbone(model_name, image_shape=image_shape)
+    values = model.get_weights()
+    if [tuple(w.shape) for w in backbone.weights] != [v.shape for v in values[:-2]]:
+        raise ValueError(f"{model_name}: the backbone's weights do not match the model's")  # same builder: never
+    backbone.set_weights(values[:-2])
+    transform = registry.preprocessing(weights_id) if weights_id in registry.WEIGHTS else default_transform(family)
+    transform["image_size"] = side
+    task = build_classifier(backbone, transform)
+    task.output_dense.set_weights(model.get_layer("predictions").get_weights())
+
+    temporary = f"{output}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        task.save_to_preset(temporary)
+        if os.path.isdir(output):
+            os.rmdir(output)  # empty, checked above
+        os.rename(temporary, output)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return task

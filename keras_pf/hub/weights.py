@@ -70,7 +70,7 @@ def read_pointer(path):
 
 def resolve_pointer(record, path):
     """The cached converted weights file `record` points to (fetched if needed)."""
-    from keras_pf.weights import download, registry
+    from keras_pf.weights import cache, registry
 
     folder = os.path.dirname(os.path.abspath(path))
     if record["weights_id"] is None:
@@ -83,7 +83,7 @@ def resolve_pointer(record, path):
         registry.resolve(record["weights_id"], record["tag"])
     except registry.UnknownWeightsError as error:
         raise PresetError(f"{path} points to weights the registry does not have: {error}") from None
-    return download.fetch(record["weights_id"], record["tag"])
+    return cache.fetch(record["weights_id"], record["tag"])
 
 
 @contextlib.contextmanager
@@ -117,10 +117,11 @@ def load_backbone_weights(backbone, filepath):
 
 def reference_classifier(record, path):
     """The keras_pf classifier `record` points to, with its weights (for the head)."""
-    from keras_pf.weights import load_keras_weights, registry
+    from keras_pf.models.resolve import weights_architecture
+    from keras_pf.weights import load_keras_weights
 
     source = resolve_pointer(record, path)
-    model = registry.build_model(record["weights_id"], classifier_activation=None)
+    model = weights_architecture(record["weights_id"], classifier_activation=None)
     load_keras_weights(model, source)
     return model
 

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from keras_pf._compat.tensorflow import ops_details
+
 DYNAMIC_SHAPE_OPS = frozenset({
     "SHAPE", "GATHER", "GATHER_ND", "PACK", "UNPACK", "STRIDED_SLICE", "SLICE", "FILL",
     "RANGE", "BROADCAST_ARGS", "BROADCAST_TO", "WHERE", "SIZE", "RANK", "DYNAMIC_UPDATE_SLICE",
@@ -56,7 +58,7 @@ def run_tflite(path, images, delegate=True, num_threads=None):
 
 def tflite_ops(path):
     """The op names of the file's graph, in execution order (builtin kernels, no delegate)."""
-    return [op["op_name"] for op in interpreter(path, delegate=False)._get_ops_details()]
+    return [op["op_name"] for op in ops_details(interpreter(path, delegate=False))]
 
 
 def _undelegated(path):
@@ -69,7 +71,7 @@ def _undelegated(path):
     inputs. Any original node in no partition runs outside the delegate.
     """
     interp = interpreter(path, delegate=True)
-    ops = interp._get_ops_details()
+    ops = ops_details(interp)
     originals = [op for op in ops if op["op_name"] != "DELEGATE"]
     producer = {t: op["index"] for op in originals for t in op["outputs"]}
     delegated = set()
@@ -122,7 +124,7 @@ def weight_dtypes(path):
     float, produced by a DEQUANTIZE op)."""
     interp = interpreter(path, delegate=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()
+    ops = ops_details(interp)
     # float16 weights are stored as float16 and widened by a DEQUANTIZE op at load time
     dequantized = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
     found = {}
@@ -137,7 +139,7 @@ def integer_ops(path):
     """How many convolution/dense ops run on int8 activations (their first input is int8)."""
     interp = interpreter(path, delegate=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
-    return sum(1 for op in interp._get_ops_details()
+    return sum(1 for op in ops_details(interp)
                if op["op_name"] in WEIGHTED_OPS and len(op["inputs"]) and dtypes[op["inputs"][0]] == "int8")
 
 
@@ -181,7 +183,7 @@ def check_tflite(model, path, images, include_preprocessing=False):
     images = np.asarray(images)
     keras_in = images.astype("float32")
     if include_preprocessing:
-        from keras_pf.imagenet import preprocess_input
+        from keras_pf.models.imagenet import preprocess_input
 
         keras_in = preprocess_input(keras_in)
     reference = np.asarray(model(keras_in, training=False), dtype="float32")

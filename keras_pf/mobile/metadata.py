@@ -26,9 +26,9 @@ MIN_PARSER_VERSION = "1.0.0"
 
 
 def _tflite_schema():
-    from tensorflow.lite.python import schema_py_generated
+    from keras_pf._compat.tensorflow import tflite_schema
 
-    return schema_py_generated
+    return tflite_schema()
 
 
 def build_metadata(*, name, description, version, author, license, labels=None,

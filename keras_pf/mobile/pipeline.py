@@ -13,30 +13,6 @@ from keras_pf.files import write_atomic
 REPORT_NAME = "mobile_report.md"
 
 
-def add_mobile_arguments(parser):
-    """`keras-pf finetune`'s options for the mobile file (no TensorFlow import here)."""
-    from keras_pf.mobile.export import PRECISIONS
-
-    parser.add_argument("--export", choices=PRECISIONS, default=None,
-                        help="after training, write model.tflite (metadata, labels, normalization "
-                             "inside: MediaPipe-ready) and mobile_report.md to the output folder")
-    parser.add_argument("--qat-epochs", type=_non_negative_int, default=0,
-                        help="epochs of quantization-aware training before an int8 export "
-                             "(0: post-training int8 calibrated on training images)")
-
-
-def _non_negative_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
-    return value
-
-
 def check_mobile_arguments(args):
     """Before training: the mobile options fit together."""
     if args.qat_epochs and args.export != "int8":
@@ -67,7 +43,7 @@ def latency_ms(path, runs=20):
     """Median single-image latency (ms) of the file in LiteRT with XNNPACK, 1 thread."""
     from keras_pf.mobile.check import interpreter
 
-    from keras_pf.profile import median_seconds
+    from keras_pf.benchmark.profile import median_seconds
 
     interp = interpreter(path, num_threads=1)
     inp = interp.get_input_details()[0]
@@ -84,14 +60,15 @@ def export_run(model, class_names, train_source, val_source, output_dir, *, imag
     With `qat_epochs`, the model is first trained quantization-aware (on `train_source`)
     and the QAT model exported; otherwise int8 is calibrated on training images. The file
     takes RGB pixels in [0, 255] (ImageNet normalization inside the graph)."""
-    from keras_pf import data
+    from keras_pf.training import data
     from keras_pf.mobile import export
+    from keras_pf.mobile.calibration import calibration_images
 
     path = os.path.join(output_dir, "model.tflite")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     source = model
     if qat_epochs:
-        from keras_pf.mobile.quantization import quantize_aware
+        from keras_pf.mobile.qat import quantize_aware
 
         source = quantize_aware(model)
         train, _ = data.train_dataset(train_source, size, batch_size, seed=seed)
@@ -100,7 +77,7 @@ def export_run(model, class_names, train_source, val_source, output_dir, *, imag
         source.fit(train, epochs=qat_epochs, verbose=verbose)
     calibration = None
     if precision == "int8":  # after QAT: ranges for the layers tfmot left float
-        calibration, _ = export.calibration_images(train_source, size, raw_pixels=True)
+        calibration, _ = calibration_images(train_source, size, raw_pixels=True)
     export.export_tflite(source, path, precision, calibration=calibration,
                          include_preprocessing=True, labels=list(class_names),
                          model_info={"description": f"{model.name} fine-tuned on {len(class_names)} "
@@ -143,9 +120,9 @@ def export_run(model, class_names, train_source, val_source, output_dir, *, imag
 
 
 def _tf_keras_adam(learning_rate):
-    from keras_pf.mobile.quantization import _import_tfmot
+    from keras_pf.mobile.qat import import_tfmot
 
-    _, tf_keras = _import_tfmot()
+    _, tf_keras = import_tfmot()
     return tf_keras.optimizers.Adam(learning_rate)
 
 

@@ -5,7 +5,7 @@ XNNPACK, TFLite's CPU delegate, has no int8 kernel for some ops the networks use
 an int8 file those run on TFLite's reference kernels, several times slower than the
 float32 ones. Where a layer has an exact equivalent that XNNPACK does run in int8, the
 exported graph uses it instead (what stays is kept float by
-`keras_pf.mobile.quantization.convert_int8`):
+`keras_pf.mobile.int8.convert_int8`):
 
 - `AveragePooling2D` with non-overlapping windows (R50-hybrid's 2x2/2 pool) becomes a
   `DepthwiseConv2D` with fixed weights 1/(window area) and no bias: the same sum
@@ -25,7 +25,7 @@ import numpy as np
 
 import keras
 
-from keras_pf.graph import is_functional, nested_layers
+from keras_pf._compat.keras import is_functional, nested_layers
 
 
 def _rewritable(layer):
@@ -63,8 +63,9 @@ def float_depthwise_weights(content):
     of every depthwise convolution on float input (a hybrid op) dequantized to float32,
     so that XNNPACK runs it; `count` of them. Weights shared with another tensor are
     left alone."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    from keras_pf._compat.tensorflow import tflite_flatbuffer_utils, tflite_schema
+
+    schema, flatbuffer_utils = tflite_schema(), tflite_flatbuffer_utils()
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]

@@ -1,85 +1,41 @@
-"""Weights: reading original checkpoints, converting them, and resolving weight tags."""
+"""Weights: the registry of published checkpoints (`registry`, a leaf, its table in
+`manifest.json`), the local cache (`cache`), download transport (`download`), loading into
+a model (`loading`, `keras_file`), conversion of original checkpoints (`convert`) and
+their pickle-free reader (`torch_reader`).
 
-import os
-import tempfile
+A new weights source: a `registry.register_weights` call (or a manifest entry);
+a new checkpoint layout: `convert`."""
 
-from keras_pf.weights.convert import WeightMappingError, load_torch_weights
-from keras_pf.weights.download import WeightsDownloadError
-from keras_pf.weights.torch_reader import CheckpointError, UnsafeCheckpointError, load_state_dict
+import importlib
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
-KERAS_SUFFIXES = (".h5", ".keras")
-
-
-def load_weights(model, weights, weights_id=None):
-    """Load `weights` into `model`: a registry tag ("imagenet", ...), a Keras weights
-    file, or an original PyTorch checkpoint. Any failure raises; nothing is skipped."""
-    path = os.fspath(weights)
-    if os.path.exists(path):
-        if path.endswith(TORCH_SUFFIXES):
-            return load_torch_weights(model, path)
-        if not path.endswith(KERAS_SUFFIXES):
-            raise ValueError(
-                f"{path}: not a weights file kind keras_pf reads; use a Keras weights file "
-                f"(.weights.h5), a .keras archive, or an original PyTorch checkpoint "
-                f"({', '.join(TORCH_SUFFIXES)})"
-            )
-        return load_keras_weights(model, path)
-    from keras_pf.weights import registry
-
-    return registry.load_tagged_weights(model, weights_id, path)
+# public name -> the module that defines it; imported on first use (PEP 562), so that
+# importing one module of this package (the registry, say) imports no other
+_EXPORTS = {
+    "CheckpointError": "torch_reader",
+    "KERAS_SUFFIXES": "keras_file",
+    "TORCH_SUFFIXES": "keras_file",
+    "UnsafeCheckpointError": "torch_reader",
+    "WeightMappingError": "convert",
+    "WeightsDownloadError": "download",
+    "load_state_dict": "torch_reader",
+    "load_keras_weights": "keras_file",
+    "load_torch_weights": "convert",
+    "load_weights": "loading",
+}
 
 
-def _h5_layout(path):
-    import h5py
-
-    layout = {}
-    try:
-        f = h5py.File(path, "r")
-    except OSError as error:  # h5py's message does not name the file
-        raise ValueError(
-            f"{path} is not a readable HDF5 weights file: it is truncated or corrupt ({error}); "
-            "write or download it again"
-        ) from error
-    with f:
-        f.visititems(lambda name, obj: layout.__setitem__(name, obj.shape)
-                     if isinstance(obj, h5py.Dataset) else None)
-    return layout
-
-
-def load_keras_weights(model, path):
-    """`model.load_weights(path)`, but strict: Keras only warns when a file lacks some of
-    the model's weights (leaving them random); here that, or any shape mismatch, raises.
-    A file with a classifier loads into an `include_top=False` model, as in
-    keras.applications. Position embeddings may differ in grid size (resized on load)."""
-    if not str(path).endswith(".weights.h5"):
-        return model.load_weights(path)  # .keras archives: Keras checks them itself
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = os.path.join(tmp, "reference.weights.h5")
-        model.save_weights(reference)
-        expected = _h5_layout(reference)
-    found = _h5_layout(path)
-    problems = [f"missing `{k}` {v}" for k, v in expected.items() if k not in found]
-    problems += [
-        f"`{k}` has shape {found[k]}, the model {v}" for k, v in expected.items()
-        if k in found and found[k] != v and "position_embedding" not in k
-    ]
-    extra = [k for k in found if k not in expected]
-    has_head = any(layer.name == "predictions" for layer in model.layers)
-    if extra and (has_head or not all(k.split("/")[1].startswith("dense") for k in extra)):
-        problems += [f"unexpected `{k}`" for k in extra]
-    if problems:
-        raise ValueError(
-            f"Weights file {path} does not fit model '{model.name}': "
-            + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
-            + ". It was saved from another architecture or configuration; build the model "
-            "with the same arguments as the one that saved it."
-        )
-    return model.load_weights(path)
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_pf.weights' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_pf.weights.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
     "CheckpointError",
+    "KERAS_SUFFIXES",
+    "TORCH_SUFFIXES",
     "UnsafeCheckpointError",
     "WeightMappingError",
     "WeightsDownloadError",

@@ -8,6 +8,7 @@ converted weights file (for `keras-pf convert`, the download cache and the tools
 """
 
 import collections
+import os
 import re
 
 import numpy as np
@@ -236,7 +237,7 @@ def _pos_embed_grid(value, target_shape, key, model):
             f"Model '{model.name}': `{key}` has {grid.shape[3]} channels, the model's "
             f"position embedding {target_shape[3]}."
         )
-    from keras_pf.layers import resize_grid  # keras: imported when needed, not by the CLI's --help
+    from keras_pf.models.layers import resize_grid  # keras: imported when needed, not by the CLI's --help
 
     return resize_grid(grid.astype(np.float32), tuple(target_shape[1:3]))
 
@@ -278,8 +279,25 @@ def _renumber_auto_names(model):
     bytes, hence its sha256, reproducible: converting the same original anywhere gives
     the published file. Only names change; no weight is touched."""
     seen = collections.Counter()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    from keras_pf._compat.keras import all_layers
+
+    for layer in all_layers(model):
         base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
         if re.fullmatch(re.escape(base) + r"(_\d+)?", layer.name):
             layer.name = base if not seen[base] else f"{base}_{seen[base]}"
             seen[base] += 1
+
+
+def convert_checkpoint(model_name, checkpoint, output, input_size=224, model_args=None):
+    """Build `model_name` (a named constructor, or a generic builder with `model_args`),
+    load the original `checkpoint`, write `output` atomically; returns the model."""
+    from keras_pf.models import resolve
+
+    resolve.check_name(model_name, generic=True)
+    resolve.check_model_args(model_name, model_args)
+    if not str(output).endswith(".weights.h5"):
+        raise ValueError(f"the output file name must end in .weights.h5 (Keras' rule); got {output}")
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    model = resolve.build(model_name, model_args, weights=None, input_shape=(input_size, input_size, 3))
+    return save_converted(model, checkpoint, output)

@@ -1,12 +1,8 @@
-"""Getting registry weights into the local cache.
+"""Download transport: one URL or Google Drive file to a local path, bounded and
+verified (the cache's policy, which source to try and when, is `weights.cache`).
 
-`fetch(weights_id, tag)` returns the cached converted file, getting it on first use from,
-in order: the cache (`registry.cache_dir()`); the mirror of converted files
-(`$KERAS_PF_WEIGHTS_URL/<file>`, only for files whose sha256 the registry records); the
-original checkpoint (Google Drive through `gdown`, or an http(s) URL), converted once.
-Downloads go to a temporary file in the cache directory and are renamed into place only
-once complete and verified; a per-file lock (`filelock`) makes concurrent processes wait
-for the first one's download instead of repeating it.
+Downloads go to a temporary file beside their destination and are renamed into place
+only once complete and verified.
 
 Limits (environment variables, in seconds or bytes):
 
@@ -20,14 +16,13 @@ Limits (environment variables, in seconds or bytes):
 
 Temporary files of a download are named after the file they become
 (`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a run killed mid-download
-leaves them behind, and the next run for that file removes them once it holds its lock.
+leaves them behind, and the next run for that file removes them once it holds its lock
+(`cache.leftovers`).
 """
 
 import contextlib
 import hashlib
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -284,171 +279,3 @@ def download_source(source, output, expected_sha256=None, progress=True, max_byt
     if source.startswith(("http://", "https://", "file://")):
         return download_url(source, output, expected_sha256, progress, max_bytes)
     raise ValueError(f"unsupported weights source {source!r} (expected gdrive:<id> or a URL)")
-
-
-# --- the cache ------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _locked(path):
-    """Hold `path`'s cache lock; while another process holds it, say so, and give up
-    after `lock_timeout()`. Then remove what killed runs for `path` left behind: as
-    long as the lock is held, no other process is writing them."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(path + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        timeout = lock_timeout()
-        print(f"Waiting for another process to finish getting {path} (it holds "
-              f"{lock.lock_file}); giving up after {timeout:g} s (${LOCK_TIMEOUT_ENV})",
-              file=sys.stderr, flush=True)
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise WeightsDownloadError(
-                f"gave up after {timeout:g} s waiting for another process to finish getting "
-                f"{path} (it holds the lock {lock.lock_file}); let it finish and try again, "
-                f"or raise ${LOCK_TIMEOUT_ENV}"
-            ) from None
-    try:
-        remove_leftovers(path)
-        yield
-    finally:
-        lock.release()
-
-
-def leftovers(path):
-    """Temporary files and folders of unfinished downloads of `path` in its directory."""
-    directory, base = os.path.split(os.path.abspath(path))
-    name = re.escape(base)
-    pattern = re.compile(
-        rf"^(\.tmp_\w{{8}}{name}|(\.tmp_\w{{8}})?\.original-{name}-\w+\.pth|\.gdown-(\.original-{name}-\w+\.pth|{name})-\w+)$"
-    )
-    if not os.path.isdir(directory):
-        return []
-    return [os.path.join(directory, n) for n in sorted(os.listdir(directory)) if pattern.match(n)]
-
-
-def remove_leftovers(path):
-    for leftover in leftovers(path):
-        if os.path.isdir(leftover):
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(leftover)
-
-
-def fetch(weights_id, tag, progress=True):
-    """The cached converted file of `weights_id`/`tag`, got first if it is not cached."""
-    entry, tag, info = registry.resolve(weights_id, tag)
-    path = registry.weights_path(weights_id, tag)
-    if os.path.exists(path):
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _locked(path):
-        if os.path.exists(path):  # another process got it while we waited
-            return path
-        failures = []
-        url = mirror_url(info)
-        if url:
-            try:
-                return download_url(url, path, info["sha256"], progress, info.get("size"))
-            except WeightsDownloadError as error:
-                failures.append(f"mirror: {error}")
-        elif os.environ.get(registry.MIRROR_ENV, "").strip():
-            failures.append(f"mirror: not used, the registry records no sha256 for {info['file']} yet")
-        try:
-            _download_and_convert(weights_id, info, path, progress)
-            return path
-        except WeightsDownloadError as error:
-            failures.append(f"original checkpoint: {error}")
-        raise WeightsDownloadError(manual_steps(weights_id, tag, failures))
-
-
-def _download_and_convert(weights_id, info, path, progress):
-    from keras_pf.weights.convert import save_converted
-
-    directory = os.path.dirname(path)
-    fd, original = tempfile.mkstemp(dir=directory, prefix=f".original-{os.path.basename(path)}-",
-                                    suffix=".pth")
-    os.close(fd)
-    try:
-        download_source(info["source"], original, info.get("source_sha256"), progress)
-        if progress:
-            print(f"Converting {source_url(info['source'])} to {path}")
-        save_converted(registry.build_model(weights_id), original, path)
-    finally:
-        if os.path.exists(original):
-            os.remove(original)
-    return path
-
-
-def manual_steps(weights_id, tag, failures=()):
-    """What was tried, and how to install the weights by hand."""
-    _, tag, info = registry.resolve(weights_id, tag)
-    lines = [f"Could not get the weights '{tag}' of {weights_id} ({info.get('note') or info['file']})."]
-    lines += [f"  - {failure}" for failure in failures]
-    lines += [
-        "To install them by hand:",
-        f"  1. download the original checkpoint {source_url(info['source'])}"
-        + (" (in a browser, if Drive asks to confirm)" if gdrive_id(info["source"]) else ""),
-        f"  2. keras-pf weights import PATH --model {weights_id} --tag {tag}",
-        "     (or pass weights=PATH to the constructor: a .pth is converted on the fly)",
-        f"The converted file is cached as {registry.weights_path(weights_id, tag)}.",
-    ]
-    return "\n".join(lines)
-
-
-def import_file(path, weights_id, tag, progress=False):
-    """Put `path` (an original checkpoint, or a converted `.weights.h5`) into the cache
-    as `weights_id`/`tag`; an original is converted, a converted file is checked against
-    the registry's sha256 and by loading it. Returns the cached path."""
-    from keras_pf.weights import TORCH_SUFFIXES, load_keras_weights
-    from keras_pf.weights.convert import save_converted
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    _, tag, info = registry.resolve(weights_id, tag)
-    target = registry.weights_path(weights_id, tag)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with _locked(target):
-        if str(path).endswith(TORCH_SUFFIXES):
-            _check_payload(path, info.get("source_sha256"), path)
-            save_converted(registry.build_model(weights_id), path, target)
-            return target
-        if not str(path).endswith(".weights.h5"):
-            raise ValueError(f"{path}: expected an original checkpoint (.pth) or a .weights.h5 file")
-        try:
-            _check_payload(path, info.get("sha256"), path)
-        except WeightsDownloadError as error:
-            raise WeightsDownloadError(
-                f"{error} Import the original checkpoint (.pth) instead: it is converted here."
-            ) from error
-        load_keras_weights(registry.build_model(weights_id), path)  # raises if it does not fit
-        with atomic_output(target) as tmp:
-            shutil.copyfile(path, tmp)
-    return target
-
-
-def verify(weights_id, tag):
-    """Check the cached `weights_id`/`tag`: sha256 (if recorded) and loading it into the
-    model. Returns `(path, sha256, status)`; raises if it is missing or broken."""
-    from keras_pf.weights import load_keras_weights
-
-    _, tag, info = registry.resolve(weights_id, tag)
-    path = registry.cached_weights_path(weights_id, tag)
-    if path is None:
-        raise FileNotFoundError(
-            f"{weights_id}/{tag} is not cached ({registry.weights_path(weights_id, tag)}); "
-            f"run `keras-pf weights download {weights_id} --tag {tag}`"
-        )
-    digest = sha256_of(path)
-    if info.get("sha256") and digest != info["sha256"]:
-        raise WeightsDownloadError(
-            f"{path}: sha256 {digest} differs from the registry's {info['sha256']}; delete "
-            f"it and run `keras-pf weights download {weights_id} --tag {tag}`"
-        )
-    load_keras_weights(registry.build_model(weights_id), path)
-    status = "sha256 matches the registry" if info.get("sha256") else "no sha256 recorded yet"
-    return path, digest, status

@@ -15,16 +15,20 @@ never the user-given model name):
   `tools/convert_weights.py`, the converted `file`, its `size` in bytes and `sha256`.
   `measured` is filled in by whoever runs `tools/evaluate_imagenet.py` on the converted file.
 
-The table between the BEGIN/END markers is rewritten by `tools/convert_weights.py`
-(`write_table`); keep comments outside it.
+The table is data, `manifest.json` beside this module, rewritten by
+`tools/convert_weights.py` (`write_table`). This module is a leaf: it imports nothing of
+keras_pf but the atomic writer, so the cache, the downloads, the resolver and the CLI
+can all read it. The cache lives in `cache`, the transport in `download`, loading into a
+model in `loading`.
 """
 
 import copy
+import json
 import os
-import pprint
-import re
 
 from keras_pf.files import write_atomic
+
+MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
 
 IMAGENET_TAG = "imagenet"
 
@@ -36,92 +40,12 @@ PREPROCESSING = {
     "deit": {"image_size": 224, "crop_ratio": 0.875, "interpolation": "bicubic"},  # DeiT's
 }
 
-# BEGIN WEIGHTS TABLE
-WEIGHTS = {'pf_resnet50_hybrid': {'model': 'PFResNet50Hybrid',
-                        'params': 17330600,
-                        'preprocessing': 'resnet',
-                        'imagenet': 'long',
-                        'tags': {'long': {'note': 'R50-hybrid, longer training',
-                                          'source': 'gdrive:1f5fOwEItFITqzofvQ6d-kLLOTs-c1k3o',
-                                          'layout': 'state_dict',
-                                          'reported': {'top1': 78.0, 'top5': 93.5},
-                                          'measured': None,
-                                          'file': 'pf_resnet50_hybrid_long.weights.h5',
-                                          'size': None,
-                                          'sha256': None,
-                                          'source_sha256': None},
-                                 'paper': {'note': "R50-hybrid, the paper's table",
-                                           'source': 'gdrive:1CyajEQUfWo9oetqcIhexVjfRXU-iGHk1',
-                                           'layout': 'state_dict',
-                                           'reported': {'top1': 77.1, 'top5': 93.1},
-                                           'measured': None,
-                                           'file': 'pf_resnet50_hybrid_paper.weights.h5',
-                                           'size': None,
-                                           'sha256': None,
-                                           'source_sha256': None}}},
- 'pf_resnet50_max': {'model': 'PFResNet50Max',
-                     'params': 14232232,
-                     'preprocessing': 'resnet',
-                     'imagenet': 'long',
-                     'tags': {'long': {'note': 'R50-max, longer training',
-                                       'source': 'gdrive:1TQfwMXENn7s78Myc58svKVpHi5OVsdGX',
-                                       'layout': 'state_dict',
-                                       'reported': {'top1': 75.5, 'top5': 92.1},
-                                       'measured': None,
-                                       'file': 'pf_resnet50_max_long.weights.h5',
-                                       'size': None,
-                                       'sha256': None,
-                                       'source_sha256': None},
-                              'paper': {'note': "R50-max, the paper's table",
-                                        'source': 'gdrive:1MoCdVLPau4XuI0BVGEwDkiwibpybqWTX',
-                                        'layout': 'state_dict',
-                                        'reported': {'top1': 74.3, 'top5': 92.0},
-                                        'measured': None,
-                                        'file': 'pf_resnet50_max_paper.weights.h5',
-                                        'size': None,
-                                        'sha256': None,
-                                        'source_sha256': None}}},
- 'pf_vit_small': {'model': 'PFViTSmall',
-                  'params': 23819368,
-                  'preprocessing': 'deit',
-                  'imagenet': 'paper',
-                  'tags': {'paper': {'note': 'ViT-S-max; training recipe not stated: top-1 is '
-                                             '74.2 (plain), 77.3 (CutMix) or 80.0 (DeiT '
-                                             'recipe) until measured',
-                                     'source': 'gdrive:19lfagLJDXWvVHcb8Qm_U4_A_Kr7qYLv7',
-                                     'layout': 'deit',
-                                     'reported': {'top1': None,
-                                                  'top5': None,
-                                                  'top1_by_recipe': {'plain': 74.2,
-                                                                     'cutmix': 77.3,
-                                                                     'deit': 80.0},
-                                                  'recipe': 'unknown'},
-                                     'measured': None,
-                                     'file': 'pf_vit_small_paper.weights.h5',
-                                     'size': None,
-                                     'sha256': None,
-                                     'source_sha256': None}}},
- 'pf_pit_small': {'model': 'PFPiTSmall',
-                  'params': 25119784,
-                  'preprocessing': 'deit',
-                  'imagenet': 'paper',
-                  'tags': {'paper': {'note': 'PiT-S-max; training recipe not stated: top-1 is '
-                                             '75.7 (plain), 78.1 (CutMix) or 80.8 (DeiT '
-                                             'recipe) until measured',
-                                     'source': 'gdrive:1S9JJM2WGtDtpo-6Me7Ak74nJOlOeBKeH',
-                                     'layout': 'deit',
-                                     'reported': {'top1': None,
-                                                  'top5': None,
-                                                  'top1_by_recipe': {'plain': 75.7,
-                                                                     'cutmix': 78.1,
-                                                                     'deit': 80.8},
-                                                  'recipe': 'unknown'},
-                                     'measured': None,
-                                     'file': 'pf_pit_small_paper.weights.h5',
-                                     'size': None,
-                                     'sha256': None,
-                                     'source_sha256': None}}}}
-# END WEIGHTS TABLE
+def _read_manifest(path=None):
+    with open(path or MANIFEST, encoding="utf-8") as f:
+        return json.load(f)
+
+
+WEIGHTS = _read_manifest()
 
 # Converted files are looked for at `$KERAS_PF_WEIGHTS_URL/<file>` (a mirror), if set.
 MIRROR_ENV = "KERAS_PF_WEIGHTS_URL"
@@ -196,71 +120,16 @@ def entries():
             yield weights_id, tag, entry.get(IMAGENET_TAG) == tag, info
 
 
-def build_model(weights_id, **kwargs):
-    """The architecture of `weights_id` with `weights=None` (224x224 unless overridden)."""
-    import keras_pf
-
-    model = WEIGHTS[weights_id]["model"]
-    if callable(model):
-        return model(**kwargs)
-    return keras_pf.MODELS[model](weights=None, **kwargs)
-
-
-def load_tagged_weights(model, weights_id, tag):
-    """Load the weights tagged `tag` into `model`: from the cache, else from the mirror,
-    else from the original checkpoint (downloaded, converted once, cached)."""
-    from keras_pf.weights import download, load_keras_weights
-
-    path = download.fetch(weights_id, tag)
-    try:
-        load_keras_weights(model, path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"The cached weights {path} do not load into model '{model.name}' ({error}). "
-            f"Check them with `keras-pf weights verify {weights_id}`; delete the file to "
-            "download it again."
-        ) from error
-    return model
-
-
-def cache_dir():
-    """`$KERAS_HOME/models/keras_pf` (default `~/.keras/models/keras_pf`), as Keras caches."""
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(home, "models", "keras_pf")
-
-
-def weights_path(weights_id, tag):
-    """Where the converted file of `weights_id`/`tag` lives in the cache (may not exist)."""
-    _, _, info = resolve(weights_id, tag)
-    return os.path.join(cache_dir(), info["file"])
-
-
-def cached_weights_path(weights_id, tag):
-    """The cached converted file of `weights_id`/`tag` if it is there, else None."""
-    try:
-        path = weights_path(weights_id, tag)
-    except UnknownWeightsError:
-        return None
-    return path if os.path.exists(path) else None
-
-
 # --- rewriting the table (tools/convert_weights.py) -----------------------------------
 
 def format_table(table=None):
-    """The Python source of `table` (default `WEIGHTS`); entries registered at runtime
-    with a callable `model` are left out (they are not published)."""
+    """The manifest's JSON text of `table` (default `WEIGHTS`); entries registered at
+    runtime with a callable `model` are left out (they are not published)."""
     table = WEIGHTS if table is None else table
     table = {k: copy.deepcopy(v) for k, v in table.items() if isinstance(v["model"], str)}
-    return "WEIGHTS = " + pprint.pformat(table, width=96, sort_dicts=False)
+    return json.dumps(table, indent=2) + "\n"
 
 
 def write_table(table=None, path=None):
-    """Replace the table in this module's source (atomically) with `table`."""
-    path = path or os.path.abspath(__file__)
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
-    pattern = re.compile(r"(# BEGIN WEIGHTS TABLE\n).*?(\n# END WEIGHTS TABLE)", re.S)
-    if not pattern.search(source):
-        raise ValueError(f"{path} has no BEGIN/END WEIGHTS TABLE markers")
-    new = pattern.sub(lambda m: m[1] + format_table(table) + m[2], source)
-    write_atomic(path, new)
+    """Write `table` to the manifest (atomically)."""
+    write_atomic(path or MANIFEST, format_table(table))

@@ -12,6 +12,12 @@ import numpy as np
 import pytest
 
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
+# the weights-download fixtures (tests/weights) and the MediaPipe runner (tests/mobile)
+# are shared with those folders' tests, importable whichever folder pytest collects
+for _folder in ("weights", "mobile"):
+    _path = str(pathlib.Path(__file__).resolve().parents[1] / _folder)
+    if _path not in sys.path:
+        sys.path.append(_path)
 SIZE = 64
 
 # family -> builder arguments, keras_pf builder name, keras-hub backbone class name

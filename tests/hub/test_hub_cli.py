@@ -10,7 +10,7 @@ keras_hub = pytest.importorskip("keras_hub")
 
 import keras_pf  # noqa: E402
 import keras_pf.hub  # noqa: E402
-from keras_pf.cli import main  # noqa: E402
+from keras_pf_cli import main  # noqa: E402
 
 
 def test_writes_a_preset_with_the_models_weights(tmp_path, capsys):
@@ -23,11 +23,11 @@ def test_writes_a_preset_with_the_models_weights(tmp_path, capsys):
     files = set(os.listdir(output))
     assert {"config.json", "model.weights.h5", "task.json", "task.weights.h5", "preprocessor.json",
             "image_converter.json", "metadata.json"} <= files
-    from keras_pf.hub._compat import preset_folder_is_uploadable
+    from keras_pf._compat.keras_hub import preset_folder_is_uploadable
 
     preset_folder_is_uploadable(output)  # what keras_hub.upload_preset checks first
     task = keras_hub.models.ImageClassifier.from_preset(output)
-    from keras_pf.data import eval_transform
+    from keras_pf.training.data import eval_transform
 
     image = np.random.RandomState(1).randint(0, 256, (90, 70, 3)).astype("uint8")
     expected = model(keras_pf.preprocess_input(np.asarray(eval_transform(image, 64, 0.875, "bicubic"))[None]))
@@ -35,7 +35,7 @@ def test_writes_a_preset_with_the_models_weights(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["PFResNet9000"], "unknown model 'PFResNet9000'"),
+    (["PFResNet9000"], "Unknown model 'PFResNet9000'"),
     (["PFPiTTiny", "--weights", "missing.weights.h5"], "weights file not found"),
     (["PFPiTTiny", "--weights", "nosuchtag", "--input-size", "64"], "No published weights for pf_pit_tiny"),
     (["PFResNet50Hybrid", "--weights", "none", "--input-size", "100"], "multiples of 32"),

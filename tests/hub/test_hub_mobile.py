@@ -2,7 +2,7 @@
 file (the same checks as the classifiers' export) that MediaPipe Tasks' ImageSegmenter
 loads and runs, giving Keras' category mask. MediaPipe runs in the interpreter named by
 KERAS_PF_MEDIAPIPE_PYTHON (skipped without it, failed under CI=true), as in
-tests/test_mobile.py."""
+tests/mobile/test_mobile.py."""
 
 import json
 import os
@@ -23,7 +23,7 @@ from keras_pf.mobile.metadata import read_metadata  # noqa: E402
 from shapes import make_dataset  # noqa: E402
 from test_mobile import mediapipe_python  # noqa: E402
 
-CLIENT = pathlib.Path(__file__).parent / "mediapipe_segment.py"
+CLIENT = pathlib.Path(__file__).parents[1] / "helpers" / "mediapipe_segment.py"
 LABELS = ["background", "square", "disc", "triangle"]
 
 

@@ -1,7 +1,7 @@
 """Presets: save_to_preset / from_preset round trips in a new process, the named
 presets of every registry entry, and their weights resolved through keras_pf's own
 registry (a 127.0.0.1 server stands for Drive and the mirror, as in
-tests/test_weights_download.py, whose fixtures these tests share)."""
+tests/weights/test_weights_download.py, whose fixtures these tests share)."""
 
 import hashlib
 import json
@@ -16,6 +16,7 @@ import keras  # noqa: E402
 
 import keras_pf  # noqa: E402
 import keras_pf.hub  # noqa: E402
+import hub_helpers  # noqa: F401,E402  (the shared folders on the path)
 from hub_helpers import FAMILIES, SIZE, images, run_python, tiny_backbone  # noqa: E402
 from keras_pf.hub import presets  # noqa: E402
 from keras_pf.hub.weights import read_pointer  # noqa: E402
@@ -52,7 +53,7 @@ def pointer_preset(tmp_path, cache):
                                           model="parity case")
     presets.register_preset(PRESET, folder, description="a test preset")
     yield folder
-    from keras_pf.hub import _compat
+    from keras_pf._compat import keras_hub as _compat
 
     _compat.BUILTIN_PRESETS.pop(PRESET, None)
 
@@ -114,7 +115,7 @@ def test_classifier_gives_the_keras_pf_pipelines_logits_on_a_raw_image(server, p
     """The preset's preprocessor is the weights' evaluation transform: a raw image of
     another size and aspect gives the logits of eval_transform + preprocess_input +
     the keras_pf classifier."""
-    from keras_pf.data import eval_transform
+    from keras_pf.training.data import eval_transform
 
     register_test_entry(server.url + "/checkpoint.pth")
     task = keras_hub.models.ImageClassifier.from_preset(PRESET)
@@ -234,14 +235,14 @@ def test_every_registry_entry_has_a_named_preset_pointing_to_it():
             "pf_pit_small_imagenet", "pf_resnet50_hybrid_paper"} <= set(expected)
     for name, (weights_id, tag) in expected.items():
         assert name in names and name in classifier_names, name
-        folder = keras_pf.hub._compat.BUILTIN_PRESETS[name]["kaggle_handle"]
+        folder = keras_pf._compat.keras_hub.BUILTIN_PRESETS[name]["kaggle_handle"]
         for weights_file in ("model.weights.h5", "task.weights.h5"):
             record = read_pointer(os.path.join(folder, weights_file))
             assert (record["weights_id"], record["tag"]) == (weights_id, tag), name
     for model in ("PFResNet50Plain", "PFViTTiny", "PFViTBase", "PFPiTTiny", "PFPiTBase"):  # no weights published
-        weights_id = keras_pf.MODELS[model].weights_id
+        weights_id = getattr(keras_pf, model).weights_id
         assert weights_id in names
-        folder = keras_pf.hub._compat.BUILTIN_PRESETS[weights_id]["kaggle_handle"]
+        folder = keras_pf._compat.keras_hub.BUILTIN_PRESETS[weights_id]["kaggle_handle"]
         assert read_pointer(os.path.join(folder, "model.weights.h5"))["weights_id"] is None
 
 
@@ -287,11 +288,13 @@ def test_shipped_preset_folders_are_what_the_registry_gives(name, tmp_path):
 def test_full_size_named_preset_gives_the_keras_pf_classifiers_logits(cache):
     """pf_resnet50_max_imagenet, its weights put in the cache (random: no machine here
     reaches Drive), against keras_pf.PFResNet50Max(weights="imagenet") on one image."""
-    from keras_pf.data import eval_transform
+    from keras_pf.training.data import eval_transform
+
+    from keras_pf.weights import cache as cache_module
 
     source = keras_pf.PFResNet50Max(weights=None, classifier_activation=None)
-    os.makedirs(os.path.dirname(registry.weights_path("pf_resnet50_max", "long")), exist_ok=True)
-    source.save_weights(registry.weights_path("pf_resnet50_max", "long"))
+    os.makedirs(os.path.dirname(cache_module.weights_path("pf_resnet50_max", "long")), exist_ok=True)
+    source.save_weights(cache_module.weights_path("pf_resnet50_max", "long"))
     task = keras_hub.models.ImageClassifier.from_preset("pf_resnet50_max_imagenet")
     model = keras_pf.PFResNet50Max(weights="imagenet", classifier_activation=None)
     image = np.random.RandomState(5).randint(0, 256, (300, 257, 3)).astype("uint8")

@@ -1,4 +1,4 @@
-from keras_pf.hub._compat import register_presets
+from keras_pf._compat.keras_hub import register_presets
 from keras_pf.hub.pf_pit.pf_pit_backbone import PFPiTBackbone
 from keras_pf.hub.pf_pit.pf_pit_image_classifier import PFPiTImageClassifier
 from keras_pf.hub.pf_pit.pf_pit_image_classifier_preprocessor import (

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_pf import pf_pit, transfer
+from keras_pf.models import pf_pit, transfer
 from keras_pf.hub.backbone import PFBackbone, dtype_policy
 from keras_pf.hub.layers import HalfCellResample
 

@@ -1,4 +1,4 @@
-from keras_pf.hub._compat import register_presets
+from keras_pf._compat.keras_hub import register_presets
 from keras_pf.hub.pf_resnet.pf_resnet_backbone import PFResNetBackbone
 from keras_pf.hub.pf_resnet.pf_resnet_image_classifier import PFResNetImageClassifier
 from keras_pf.hub.pf_resnet.pf_resnet_image_classifier_preprocessor import (

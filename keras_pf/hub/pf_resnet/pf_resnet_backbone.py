@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_pf import pf_resnet, transfer
+from keras_pf.models import pf_resnet, transfer
 from keras_pf.hub.backbone import PFBackbone, dtype_policy
 
 

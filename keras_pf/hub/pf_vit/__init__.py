@@ -1,4 +1,4 @@
-from keras_pf.hub._compat import register_presets
+from keras_pf._compat.keras_hub import register_presets
 from keras_pf.hub.pf_vit.pf_vit_backbone import PFViTBackbone
 from keras_pf.hub.pf_vit.pf_vit_image_classifier import PFViTImageClassifier
 from keras_pf.hub.pf_vit.pf_vit_image_classifier_preprocessor import (

@@ -3,7 +3,7 @@ simple feature pyramid."""
 
 import keras
 
-from keras_pf import pf_vit
+from keras_pf.models import pf_vit
 from keras_pf.hub.backbone import PFBackbone, dtype_policy
 
 

@@ -1,0 +1,124 @@
+"""`keras-pf export`: a named model or a saved `.keras` file to a mobile `.tflite` file
+(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check."""
+
+import argparse
+import os
+
+from keras_pf_cli.args import one_of
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="a keras_pf model name (keras_pf.MODELS), e.g. PFResNet50Max, "
+                                      "or a saved .keras model (e.g. finetune's runs/ft/model.keras)")
+    parser.add_argument("--weights", default=None,
+                        help="named models: weights tag, .weights.h5 or .pth file; 'none' for "
+                             "random (default: the model's own default)")
+    parser.add_argument("--labels", default=None,
+                        help="class names: a JSON list or one per line (default: ImageNet's for "
+                             "1000 classes, the class_names.json beside a .keras model)")
+    parser.add_argument("--precision", default="float32",
+                        help="float32 (default), float16, dynamic (dynamic-range int8 weights) or int8")
+    parser.add_argument("--calibration", default=None,
+                        help="int8 calibration (and --check) images: DIR (flat or class "
+                             "subfolders; an unreadable image stops the export, named) or tfds:NAME")
+    parser.add_argument("--num-calibration", type=int, default=100)
+    parser.add_argument("--full-int8", dest="float_fallback", action="store_false",
+                        help="int8: quantize every op, also those the CPU delegate (XNNPACK) "
+                             "has no int8 kernel for (default: those stay float, faster on "
+                             "phone CPUs); for NPU delegates that need a fully int8 graph")
+    parser.add_argument("--input-size", type=int, default=224,
+                        help="square input side of a named model (16-1024)")
+    parser.add_argument("--include-preprocessing", action=argparse.BooleanOptionalAction, default=True,
+                        help="normalize inside the graph, so the app feeds RGB pixels in [0, 255] "
+                             "(default; MediaPipe needs it). --no-include-preprocessing: the file "
+                             "takes preprocessed tensors, metadata states the per-channel "
+                             "normalization (TFLite Task Library only)")
+    parser.add_argument("--uint8-input", action="store_true",
+                        help="the input is uint8 pixels (needs the in-graph preprocessing)")
+    parser.add_argument("--logits", action="store_true",
+                        help="output logits instead of softmax probabilities (the check "
+                             "then compares logits, which shows errors more plainly)")
+    parser.add_argument("--no-metadata", dest="metadata", action="store_false",
+                        help="write no TFLite metadata (labels then only in the .labels.txt)")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--check", action="store_true",
+                        help="compare the file with the Keras model and print a table")
+
+
+def run(args):
+    import numpy as np
+
+    from keras_pf.mobile.calibration import calibration_images
+    from keras_pf.mobile.converter import temp_dir
+    from keras_pf.mobile.check import check_tflite, format_check
+    from keras_pf.mobile.export import (CHECK_IMAGES, PRECISIONS, check_export_arguments, export_tflite,
+                                        split_held_out)
+    from keras_pf.mobile.labels import labels_path, read_labels
+    from keras_pf.models import resolve
+    from keras_pf.models.imagenet import preprocess_input
+
+    one_of("--precision", args.precision, PRECISIONS)
+    saved = resolve.is_model_file(args.model)
+    resolve.check_name(args.model, files=True)
+    if args.uint8_input and not args.include_preprocessing:
+        raise ValueError("--uint8-input feeds raw pixels: drop --no-include-preprocessing")
+    check_export_arguments(args.output, args.precision, args.num_calibration,
+                           None if saved else (args.input_size,) * 2)
+    labels = read_labels(args.labels) if args.labels else None
+    if saved:
+        if args.weights is not None or args.logits:
+            raise ValueError("--weights and --logits apply to named models; a .keras file "
+                             "carries its own weights and head")
+        model, beside = resolve.load_model_file(args.model)
+        labels = labels if labels is not None else beside
+        size = tuple(model.input_shape[1:3])
+    else:
+        kwargs = {"input_shape": (args.input_size, args.input_size, 3)}
+        if args.logits:
+            kwargs["classifier_activation"] = None
+        if args.weights is not None:
+            kwargs["weights"] = None if args.weights.lower() == "none" else args.weights
+        model = resolve.constructor(args.model)(**kwargs)
+        size = (args.input_size,) * 2
+    input_dtype = "uint8" if args.uint8_input else "float32"
+    images = held_out = None
+    if args.calibration is not None:
+        extra = CHECK_IMAGES if args.check else 0
+        images, note = calibration_images(args.calibration, size, args.include_preprocessing,
+                                          args.num_calibration + extra)
+        print(f"calibration/check images: {note}")
+        if args.check:
+            images, held_out = split_held_out(images, CHECK_IMAGES)
+    path = export_tflite(model, args.output, args.precision,
+                         calibration=images,
+                         include_preprocessing=args.include_preprocessing,
+                         num_calibration=args.num_calibration, input_dtype=input_dtype,
+                         labels=labels, metadata=args.metadata,
+                         float_fallback=args.float_fallback)
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    if os.path.exists(labels_path(path)):
+        print(f"wrote {labels_path(path)}")
+    if args.check:
+        check_images = held_out if held_out is not None else images
+        if held_out is not None:
+            print(f"check images: {len(held_out)} images held out from the "
+                  f"{len(images)} calibration images")
+        elif check_images is not None:
+            print("check images: the only calibration image (too few images to hold some out)")
+        if check_images is None:
+            print("check images: 16 uniform random images (pass --calibration DIR to "
+                  "check on real images)")
+            pixels = np.random.default_rng(0).uniform(0, 255, (16, *size, 3))
+            check_images = pixels if args.include_preprocessing else preprocess_input(pixels)
+        if args.uint8_input:
+            check_images = np.clip(np.round(check_images), 0, 255).astype("uint8")
+        reports = [check_tflite(model, path, check_images, args.include_preprocessing)]
+        if args.precision != "float32":  # the float32 file beside it, for reference
+            with temp_dir() as tmp:
+                ref = export_tflite(model, os.path.join(tmp, "float32.tflite"),
+                                    include_preprocessing=args.include_preprocessing,
+                                    input_dtype=input_dtype, metadata=False, labels=labels)
+                reports.insert(0, check_tflite(model, ref, check_images, args.include_preprocessing))
+        print(format_check(reports))
+        if reports[-1]["dynamic_ops"]:
+            raise ValueError(f"the file has dynamic-shape/Flex ops: {reports[-1]['dynamic_ops']}")

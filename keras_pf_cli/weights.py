@@ -1,0 +1,68 @@
+"""`keras-pf weights list | download | import | verify`: the published weights and the cache."""
+
+
+def add_arguments(parser):
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every published checkpoint, its figures and cache state")
+    download = actions.add_parser("download", help="get weights into the cache (all by default)")
+    download.add_argument("model", nargs="?", help="weights id, e.g. pf_resnet50_hybrid")
+    download.add_argument("--tag", default="imagenet")
+    imported = actions.add_parser(
+        "import", help="put a manually downloaded checkpoint (.pth) or .weights.h5 in the cache")
+    imported.add_argument("path")
+    imported.add_argument("--model", required=True, help="weights id, e.g. pf_resnet50_hybrid")
+    imported.add_argument("--tag", default="imagenet")
+    verify = actions.add_parser("verify", help="check cached files (sha256, loading)")
+    verify.add_argument("model", nargs="?", help="weights id (default: every cached file)")
+    verify.add_argument("--tag", default=None)
+
+
+def _selected(model, tag):
+    from keras_pf.weights import cache, registry
+
+    if model is None:
+        return [(weights_id, t) for weights_id, t, _, _ in registry.entries()]
+    _, concrete, _ = registry.resolve(model, tag or "imagenet")
+    return [(model, concrete)] if tag else [(model, t) for t in registry.WEIGHTS[model]["tags"]]
+
+
+def run(args):
+    from keras_pf.weights import cache, download, registry
+
+    if args.action == "list":
+        print(f"cache: {cache.cache_dir()}")
+        print(f"{'weights id':20} {'tag':16} {'top-1':>6} {'top-5':>6} {'params':>7}  "
+              f"{'eval':17} cached  note")
+        for weights_id, tag, is_default, info in registry.entries():
+            entry = registry.WEIGHTS[weights_id]
+            pre = registry.preprocessing(weights_id)
+            fig = lambda v: f"{v:6.1f}" if v is not None else "     ?"  # noqa: E731
+            name = tag + (" (imagenet)" if is_default else "")
+            params = f"{entry['params'] / 1e6:6.1f}M" if entry.get("params") else "      ?"
+            cached = "yes" if cache.cached_weights_path(weights_id, tag) else "no"
+            print(f"{weights_id:20} {name:16} {fig(info['reported'].get('top1'))} "
+                  f"{fig(info['reported'].get('top5'))} {params}  "
+                  f"{pre['interpolation']} {pre['crop_ratio']}  {cached:6}  {info.get('note', '')}")
+        return 0
+    if args.action == "download":
+        for weights_id, tag in _selected(args.model, args.tag if args.model else None):
+            print(f"{weights_id}/{tag}: {cache.fetch(weights_id, tag)}")
+        return 0
+    if args.action == "import":
+        path = cache.import_file(args.path, args.model, args.tag)
+        print(f"{args.model}/{args.tag}: {args.path} -> {path}")
+        return 0
+    failed = checked = 0
+    for weights_id, tag in _selected(args.model, args.tag):
+        if args.model is None and cache.cached_weights_path(weights_id, tag) is None:
+            continue  # with no model named, check only what is cached
+        checked += 1
+        try:
+            path, digest, status = cache.verify(weights_id, tag)
+            print(f"{weights_id}/{tag}: OK {path} sha256={digest} ({status})")
+        except (OSError, ValueError) as error:
+            failed += 1
+            print(f"{weights_id}/{tag}: FAILED {error}")
+    if checked == 0:
+        print("nothing to verify: no registry weights are cached in " + cache.cache_dir())
+    return 1 if failed else 0
