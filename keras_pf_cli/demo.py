@@ -43,7 +43,7 @@ def run(args):
 
     import keras_pf
     from keras_pf.benchmark.profile import count_flops, count_params, measure_latency
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import cache
 
     weights = cache.cached_weights_path("pf_resnet50_hybrid", "imagenet")
     model = keras_pf.PFResNet50(weights=weights)

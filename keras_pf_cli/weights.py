@@ -18,7 +18,7 @@ def add_arguments(parser):
 
 
 def _selected(model, tag):
-    from keras_pf.weights import cache, registry
+    from keras_pf.weights import registry
 
     if model is None:
         return [(weights_id, t) for weights_id, t, _, _ in registry.entries()]
@@ -27,7 +27,7 @@ def _selected(model, tag):
 
 
 def run(args):
-    from keras_pf.weights import cache, download, registry
+    from keras_pf.weights import cache, registry
 
     if args.action == "list":
         print(f"cache: {cache.cache_dir()}")

@@ -5,9 +5,7 @@ ops, no dynamic-shape ops such as SHAPE/GATHER/PACK/STRIDED_SLICE), optionally w
 ImageNet normalization inside so that an app feeds RGB pixels. `check_tflite` measures
 how faithful a file is and which ops the default (XNNPACK) delegate leaves outside.
 
-TensorFlow-specific by nature (TFLiteConverter, LiteRT interpreter), hence its own module;
-TensorFlow and Keras are imported inside the functions, so that `keras-pf export --help`
-needs neither.
+TensorFlow-specific by nature (TFLiteConverter, LiteRT interpreter), hence its own module.
 """
 
 import os

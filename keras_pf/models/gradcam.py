@@ -6,12 +6,7 @@ averaged gradient of the class logit, keeps the positive part and scales it to
 module. `keras-pf gradcam MODEL IMAGE -o out.png` overlays the map on the image.
 """
 
-
 import numpy as np
-
-
-# Keras and TensorFlow are imported inside the functions, so that `keras-pf gradcam
-# --help` (which imports this module for its arguments) does not load them.
 
 
 def _is_softmax_dense(layer):

@@ -36,8 +36,6 @@ import shutil
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.models import resolve
 
-# Keras, TensorFlow and the models are imported where used, so that
-# `keras-pf finetune --help` answers without importing TensorFlow.
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 

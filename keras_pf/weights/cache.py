@@ -17,15 +17,9 @@ import sys
 import tempfile
 
 from keras_pf.files import atomic_output
+from keras_pf.models.resolve import weights_architecture
 from keras_pf.weights import download, registry
 from keras_pf.weights.keras_file import TORCH_SUFFIXES, load_keras_weights
-
-
-def weights_architecture(weights_id, **kwargs):
-    """The architecture of `weights_id` (`weights=None`), through the model resolver."""
-    from keras_pf.models.resolve import weights_architecture as build
-
-    return build(weights_id, **kwargs)
 
 
 def cache_dir():

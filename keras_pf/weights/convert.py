@@ -237,7 +237,7 @@ def _pos_embed_grid(value, target_shape, key, model):
             f"Model '{model.name}': `{key}` has {grid.shape[3]} channels, the model's "
             f"position embedding {target_shape[3]}."
         )
-    from keras_pf.models.layers import resize_grid  # keras: imported when needed, not by the CLI's --help
+    from keras_pf.models.layers import resize_grid
 
     return resize_grid(grid.astype(np.float32), tuple(target_shape[1:3]))
 
