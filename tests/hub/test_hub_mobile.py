@@ -42,10 +42,15 @@ def pixels():
     return make_dataset(4, seed=7)[0]
 
 
-@pytest.mark.parametrize("family", ["resnet", "pit"])
-def test_segmenter_exports_builtins_only_and_matches_keras(family, pixels, tmp_path):
-    model = segmenter(family)
-    path = export_segmenter(model, tmp_path / "seg.tflite", labels=LABELS)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny ResNet segmenter's file, exported once for this module's tests."""
+    model = segmenter("resnet")
+    path = export_segmenter(model, tmp_path_factory.mktemp("resnet") / "seg.tflite", labels=LABELS)
+    return model, path
+
+
+def check_export(model, path, pixels):
     expected = model.predict(keras_pf.preprocess_input(pixels.astype("float32")), verbose=0)
     got = run_tflite(path, pixels.astype("float32"))
     assert got.shape == expected.shape
@@ -57,13 +62,22 @@ def test_segmenter_exports_builtins_only_and_matches_keras(family, pixels, tmp_p
     assert meta["files"]["labels.txt"].decode().split() == LABELS
     output = meta["model"].subgraphMetadata[0].outputTensorMetadata[0]
     assert output.name in (b"segmentation_masks", "segmentation_masks")
-    assert open(str(tmp_path / "seg.labels.txt")).read().split() == LABELS
+    assert open(str(path).replace(".tflite", ".labels.txt")).read().split() == LABELS
 
 
-def test_segmenter_runs_in_mediapipe_image_segmenter(pixels, tmp_path):
+def test_segmenter_exports_builtins_only_and_matches_keras(exported, pixels):
+    check_export(*exported, pixels)
+
+
+@pytest.mark.slow  # another ~10 s export; PiT's pyramid has the resampled P3
+def test_pit_segmenter_exports_builtins_only_and_matches_keras(pixels, tmp_path):
+    model = segmenter("pit")
+    check_export(model, export_segmenter(model, tmp_path / "seg.tflite", labels=LABELS), pixels)
+
+
+def test_segmenter_runs_in_mediapipe_image_segmenter(exported, pixels, tmp_path):
     python = mediapipe_python()
-    model = segmenter("resnet")
-    path = export_segmenter(model, tmp_path / "seg.tflite", labels=LABELS)
+    model, path = exported
     images, masks = tmp_path / "images.npy", tmp_path / "masks.npy"
     np.save(images, pixels)
     run = subprocess.run([python, str(CLIENT), str(path), str(images), str(masks)],

@@ -124,8 +124,10 @@ def test_classifier_gives_the_keras_pf_pipelines_logits_on_a_raw_image(server, p
     raw = [rng.randint(0, 256, (97, 75, 3)).astype("uint8"), rng.randint(0, 256, (64, 130, 3)).astype("uint8")]
     expected = np.concatenate([np.asarray(model(keras_pf.preprocess_input(
         np.asarray(eval_transform(image, **TRANSFORM))[None]))) for image in raw])
-    for image, logits in zip(raw, expected):
-        np.testing.assert_allclose(task.predict(image[None], verbose=0)[0], logits, atol=1e-4)
+    np.testing.assert_allclose(task.predict(raw[0][None], verbose=0)[0], expected[0], atol=1e-4)
+    # the other image through the same layers, eagerly (a second predict() retraces, ~1.5 s)
+    np.testing.assert_allclose(headless_logits(task, task.preprocessor.image_converter(raw[1][None]))[0],
+                               expected[1], atol=1e-4)
     np.testing.assert_allclose(np.asarray(task.preprocessor.image_converter(raw)),
                                keras_pf.preprocess_input(np.stack([np.asarray(eval_transform(i, **TRANSFORM))
                                                                    for i in raw])), atol=1e-5)
@@ -183,9 +185,10 @@ ROUND_TRIP_MODELS = {
 
 
 @pytest.mark.parametrize("names", [
-    ("resnet_backbone", "vit_backbone", "pit_backbone", "resnet_classifier", "detector", "segmenter"),
-    pytest.param(("vit_classifier", "pit_classifier"), marks=pytest.mark.slow),
-], ids=["default", "more-classifiers"])
+    ("resnet_backbone",),  # the default tier: one new interpreter costs ~8 s on 2 cores
+    pytest.param(("vit_backbone", "pit_backbone", "resnet_classifier", "vit_classifier", "pit_classifier",
+                  "detector", "segmenter"), marks=pytest.mark.slow),
+], ids=["one-backbone", "every-model"])
 def test_presets_round_trip_in_a_new_process(tmp_path, names):
     """Every backbone, the classifiers (preprocessor included), and keras-hub's
     RetinaNet and DeepLabV3 on a PF backbone: save_to_preset here, from_preset in a new
