@@ -20,10 +20,20 @@ COMMANDS = {
     "benchmark": ("benchmark", "latency, size and FLOPs side by side with keras.applications ResNet50"),
     "finetune": ("finetune", "fine-tune a model on an image folder or tfds:NAME (tf.distribute-ready)"),
     "gradcam": ("gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
-    "weights": ("weights", "list, download, import or verify published weights"),
-    "export": ("export", "export a model to a mobile .tflite file (float32/float16/dynamic/int8)"),
+    "weights": ("weights", "list, download, import or verify published weights; hash your own"),
+    "export": ("export", "export a model: .tflite (float32/float16/dynamic/int8), ONNX, OpenVINO or SavedModel"),
     "hub-preset": ("hub_preset", "write a model as a keras-hub preset folder (backbone, classifier, preprocessor)"),
 }
+
+
+def _remove_dead_temporaries():
+    """Every run removes the temporary folders of killed keras_pf processes."""
+    from keras_pf import tempfiles
+
+    try:
+        tempfiles.remove_dead()
+    except OSError:
+        pass  # an unusable $TMPDIR: the command says so if it needs one
 
 
 def main(argv=None):
@@ -46,6 +56,7 @@ def main(argv=None):
     module.add_arguments(sub)
     args = parser.parse_args(argv)
     importlib.import_module("keras_pf")  # registers the layers saved .keras models use
+    _remove_dead_temporaries()
     try:
         return module.run(args) or 0
     except UsageError as error:

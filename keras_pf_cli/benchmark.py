@@ -30,12 +30,28 @@ def add_arguments(parser):
                         help="input side for --int8-fidelity training")
     parser.add_argument("--fidelity-epochs", type=positive_int, default=3)
     parser.add_argument("--output-dir", default="benchmarks")
+    parser.add_argument("--runtimes", nargs="*", metavar="RUNTIME",
+                        help="instead: time the models in each runtime (litert onnxruntime "
+                             "openvino onnxruntime-dynamic onnxruntime-int8 openvino-default; "
+                             "all if none is named), ratios to ResNet50 per runtime; default "
+                             "models: ResNet50 and the models with published weights. Writes "
+                             "runtimes.json and runtimes.md")
 
 
 def run(args):
     from keras_pf.benchmark.run import DEFAULT_MODELS, KERAS_MODES, benchmark_models, format_markdown
     from keras_pf.mobile.export import PRECISIONS
 
+    if args.runtimes is not None:
+        from keras_pf.benchmark import runtimes
+
+        report = runtimes.benchmark_runtimes(args.models or list(runtimes.DEFAULT_MODELS),
+                                             args.runtimes or list(runtimes.VARIANTS),
+                                             args.image_size, args.runs, args.warmup,
+                                             args.threads, args.output_dir)
+        print(runtimes.format_markdown(report))
+        print(f"Wrote runtimes.json and runtimes.md to {args.output_dir}")
+        return
     args.models = list(DEFAULT_MODELS) if args.models is None else args.models
     args.precisions = list(PRECISIONS) if args.precisions is None else args.precisions
     args.keras_modes = list(KERAS_MODES) if args.keras_modes is None else args.keras_modes

@@ -40,9 +40,18 @@ def add_arguments(parser):
                              "then compares logits, which shows errors more plainly)")
     parser.add_argument("--no-metadata", dest="metadata", action="store_false",
                         help="write no TFLite metadata (labels then only in the .labels.txt)")
-    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--format", default="litert",
+                        choices=("litert", "onnx", "openvino", "saved_model"),
+                        help="litert: a mobile .tflite file (default); onnx: a .onnx file "
+                             "(ONNX Runtime; pip install 'keras_pf[onnx]'); openvino: .xml + "
+                             ".bin (pip install 'keras_pf[openvino]'); saved_model: a "
+                             "TensorFlow SavedModel folder. The last three are float32 "
+                             "with a variable batch")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the file to write: .tflite, .onnx, .xml, or a folder for saved_model")
     parser.add_argument("--check", action="store_true",
-                        help="compare the file with the Keras model and print a table")
+                        help="compare the file, run in its own runtime, with the Keras model "
+                             "and print a table")
 
 
 def run(args):
@@ -62,8 +71,12 @@ def run(args):
     resolve.check_name(args.model, files=True)
     if args.uint8_input and not args.include_preprocessing:
         raise ValueError("--uint8-input feeds raw pixels: drop --no-include-preprocessing")
-    check_export_arguments(args.output, args.precision, args.num_calibration,
-                           None if saved else (args.input_size,) * 2)
+    fmt = getattr(args, "format", "litert")
+    if fmt != "litert":  # keras_pf.export: ONNX, OpenVINO, SavedModel
+        _server_arguments(args, None if saved else (args.input_size,) * 2)
+    else:
+        check_export_arguments(args.output, args.precision, args.num_calibration,
+                               None if saved else (args.input_size,) * 2)
     labels = read_labels(args.labels) if args.labels else None
     if saved:
         if args.weights is not None or args.logits:
@@ -81,6 +94,8 @@ def run(args):
         model = resolve.constructor(args.model)(**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
+    if fmt != "litert":
+        return _run_server_export(args, model, labels, size, input_dtype)
     images = held_out = None
     if args.calibration is not None:
         extra = CHECK_IMAGES if args.check else 0
@@ -122,3 +137,70 @@ def run(args):
         print(format_check(reports))
         if reports[-1]["dynamic_ops"]:
             raise ValueError(f"the file has dynamic-shape/Flex ops: {reports[-1]['dynamic_ops']}")
+
+
+# ------------------------------------------------- --format onnx|openvino|saved_model
+
+
+def _server_arguments(args, image_size):
+    """Raise ValueError for arguments a non-LiteRT export cannot honour, before any work:
+    a runtime that is not installed (naming the pip extra), a LiteRT-only option, a wrong
+    output suffix, an input size out of range."""
+    from keras_pf.export import check_output, require
+    from keras_pf.export.common import RUNTIMES
+    from keras_pf.mobile.export import MAX_INPUT_SIDE, MIN_INPUT_SIDE
+
+    fmt, title = args.format, RUNTIMES[args.format][2]
+    require(fmt)
+    if args.precision != "float32":
+        raise ValueError(f"--precision {args.precision} is for --format litert; {title} files "
+                         "are float32 (drop --precision)")
+    for given, flag in ((not args.metadata, "--no-metadata"), (not args.float_fallback, "--full-int8")):
+        if given:
+            raise ValueError(f"{flag} is for --format litert; drop it for --format {fmt}")
+    check_output(args.output, fmt)
+    for side in image_size or ():
+        if not MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE:
+            raise ValueError(f"Input size {tuple(image_size)} is outside [{MIN_INPUT_SIDE}, "
+                             f"{MAX_INPUT_SIDE}] pixels per side; use e.g. --input-size 224.")
+
+
+# --check of the server formats compares on this many images of --calibration (else random ones)
+SERVER_CHECK_IMAGES = 32
+
+
+def _run_server_export(args, model, labels, size, input_dtype):
+    import numpy as np
+
+    from keras_pf.export import SUFFIXES, TOLERANCE, check_model, export_model, labels_path
+    from keras_pf.export.common import RUNTIMES, format_reports, size_bytes
+    from keras_pf.mobile.calibration import calibration_images
+    from keras_pf.models.imagenet import preprocess_input
+
+    fmt, title = args.format, RUNTIMES[args.format][2]
+    path = export_model(model, args.output, fmt, include_preprocessing=args.include_preprocessing,
+                        input_dtype=input_dtype, labels=labels)
+    shown = path + (" + .bin" if fmt == "openvino" else "") + ("/" if not SUFFIXES[fmt] else "")
+    print(f"wrote {shown} ({size_bytes(path) / 1e6:.2f} MB)")
+    if os.path.exists(labels_path(path, fmt)):
+        print(f"wrote {labels_path(path, fmt)}")
+    if not args.check:
+        return 0
+    if args.calibration is not None:
+        images, note = calibration_images(args.calibration, size, args.include_preprocessing,
+                                          SERVER_CHECK_IMAGES)
+        print(f"check images: {note}")
+    else:
+        print("check images: 16 uniform random images (pass --calibration DIR to check on "
+              "real images)")
+        pixels = np.random.default_rng(0).uniform(0, 255, (16, *size, 3)).astype("float32")
+        images = pixels if args.include_preprocessing else preprocess_input(pixels)
+    if input_dtype == "uint8":
+        images = np.clip(np.round(images), 0, 255).astype("uint8")
+    report = check_model(model, path, images, fmt, args.include_preprocessing)
+    print(format_reports([report]))
+    if not report["matches"]:
+        raise ValueError(f"the {title} file differs from Keras by {report['relative_diff']:.1e} "
+                         f"of the output scale (more than {TOLERANCE:g}); report it with the "
+                         "model and the command")
+    return 0

@@ -1,4 +1,5 @@
-"""`keras-pf weights list | download | import | verify`: the published weights and the cache."""
+"""`keras-pf weights list | download | import | verify | hash`: the published weights, the
+cache, and integrity records of a user's own files."""
 
 
 def add_arguments(parser):
@@ -12,9 +13,14 @@ def add_arguments(parser):
     imported.add_argument("path")
     imported.add_argument("--model", required=True, help="weights id, e.g. pf_resnet50_hybrid")
     imported.add_argument("--tag", default="imagenet")
-    verify = actions.add_parser("verify", help="check cached files (sha256, loading)")
-    verify.add_argument("model", nargs="?", help="weights id (default: every cached file)")
+    verify = actions.add_parser("verify", help="check cached files (sha256, loading), or "
+                                                "a file against its integrity record")
+    verify.add_argument("model", nargs="?", help="weights id, or a file with an integrity "
+                                                 "record (default: every cached file)")
     verify.add_argument("--tag", default=None)
+    hashed = actions.add_parser("hash", help="write the integrity record FILE.sha256.json of "
+                                             "weights or model files, checked on every load")
+    hashed.add_argument("files", nargs="+", metavar="FILE")
 
 
 def _selected(model, tag):
@@ -52,6 +58,22 @@ def run(args):
         path = cache.import_file(args.path, args.model, args.tag)
         print(f"{args.model}/{args.tag}: {args.path} -> {path}")
         return 0
+    if args.action == "hash":
+        from keras_pf.weights import integrity, safe_load
+
+        for path in args.files:
+            entry = safe_load.record_file(path)
+            print(f"{path}: sha256={entry['sha256']} size={entry['size']} -> "
+                  f"{integrity.sidecar_path(path)}")
+        return 0
+    import os
+
+    if args.model is not None and os.path.isfile(args.model):
+        from keras_pf.weights import integrity
+
+        ok, message = integrity.verify_file(args.model)
+        print(message)
+        return 0 if ok else 1
     failed = checked = 0
     for weights_id, tag in _selected(args.model, args.tag):
         if args.model is None and cache.cached_weights_path(weights_id, tag) is None:

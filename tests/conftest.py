@@ -126,3 +126,27 @@ def make_shapes_folder(root, per_class, seed, size=48):
                 draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
             image.save(os.path.join(root, shape, f"{i:03d}.png"))
     return root
+
+
+TINY_FAMILIES = ("resnet", "vit", "pit")
+
+
+@pytest.fixture(scope="session")
+def tiny_family():
+    """`make(family)`: a small logits model (10 classes, 64x64, random weights) of each
+    family, built once per session: ResNet with max and hybrid stages, ViT-max, PiT-max."""
+    import functools
+
+    @functools.cache
+    def make(family):
+        import keras_pf
+
+        common = dict(weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
+        if family == "resnet":
+            return keras_pf.PFResNet(block=("max", "hybrid", "hybrid", "max"), depths=(1, 1, 1, 1),
+                                     width_mult=0.25, **common)
+        if family == "vit":
+            return keras_pf.PFViT(embed_dim=32, depth=2, num_heads=2, **common)
+        return keras_pf.PFPiT(base_dims=(8, 8), depths=(2, 2), heads=(2, 4), patch_size=8,
+                              stride=4, **common)
+    return make

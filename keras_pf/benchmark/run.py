@@ -19,7 +19,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -443,7 +442,9 @@ def benchmark_models(models=DEFAULT_MODELS, image_size=224, runs=20, warmup=3, t
         medians, fastest = keras_latencies(built, keras_modes, runs, warmup)
         for name in built:
             results[name]["keras"], results[name]["keras_min"] = medians[name], fastest[name]
-    with tempfile.TemporaryDirectory(prefix="keras_pf_benchmark_") as tmp:
+    from keras_pf import tempfiles
+
+    with tempfiles.private_dir("benchmark-") as tmp:
         files, layer_files = {}, {}  # (name, precision) -> path; name -> [(layer, path)]
         for name in list(built):
             if name in op_profile_models:

@@ -1,8 +1,9 @@
 """Running the TFLite converter: a Keras 3 model through a temporary SavedModel (the
 path Keras' own `model.export(format="litert")` takes), a tf_keras (QAT) model through
 a concrete function; both restricted to TFLite builtins. Temporary SavedModels live in
-`<tempdir>/keras_pf_export_<pid>_*`; a later export removes those whose process is gone
-(a killed export cannot clean up after itself)."""
+the process's private folder under `$TMPDIR/keras_pf-<uid>/` (`keras_pf.tempfiles`);
+the next run of any command removes those of a killed process. Folders of the older
+`<tempdir>/keras_pf_export_<pid>_*` kind are still removed by the next export."""
 
 import contextlib
 import os
@@ -40,14 +41,14 @@ def remove_stale_temp_dirs(root=None):
 
 @contextlib.contextmanager
 def temp_dir():
-    """A temporary folder removed on every exit path; if the process is killed, the next
-    export removes it (`remove_stale_temp_dirs`)."""
+    """A temporary folder removed on every exit path, in this process's private folder
+    (`keras_pf.tempfiles`: a killed process's folders are removed by the next run of
+    any command); folders of the older `keras_pf_export_<pid>_*` kind are removed too."""
+    from keras_pf import tempfiles
+
     remove_stale_temp_dirs()
-    path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}_")
-    try:
+    with tempfiles.private_dir(TEMP_PREFIX) as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_stale_partials(path):

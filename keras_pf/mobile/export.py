@@ -30,8 +30,9 @@ MIN_INPUT_SIDE = 16
 # ---------------------------------------------------------------------------- building
 
 
-def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
+def mobile_model(model, include_preprocessing=False, input_dtype="float32", batch_size=1):
     """`model` behind a batch-1, static-shape input, optionally with the normalization.
+    (`batch_size=None`: a variable batch, for the server formats of `keras_pf.export`.)
 
     With `include_preprocessing`, the input is RGB pixels in [0, 255] (`input_dtype`
     "float32" or "uint8") and `keras_pf.preprocess_input`'s mean/std normalization runs
@@ -42,7 +43,7 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
     shape = tuple(model.input_shape[1:])
     if len(model.inputs) != 1 or len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(
-            "Mobile export needs a model with one image input of fixed height, width "
+            "Export needs a model with one image input of fixed height, width "
             f"and channels; received input_shape={model.input_shape}. Build the model "
             "with e.g. input_shape=(224, 224, 3)."
         )
@@ -50,7 +51,7 @@ def mobile_model(model, include_preprocessing=False, input_dtype="float32"):
         raise ValueError(f"input_dtype must be 'float32' or 'uint8'; received {input_dtype!r}")
     if input_dtype == "uint8" and not include_preprocessing:
         raise ValueError("input_dtype='uint8' means raw pixels: use it with include_preprocessing=True")
-    inputs = keras.Input(shape=shape, batch_size=1, dtype=input_dtype, name="pixels" if include_preprocessing else "image")
+    inputs = keras.Input(shape=shape, batch_size=batch_size, dtype=input_dtype, name="pixels" if include_preprocessing else "image")
     x = inputs
     if include_preprocessing:
         from keras_pf.models.imagenet import MEAN, STD
@@ -103,6 +104,11 @@ def check_export_arguments(path, precision, num_calibration=100, image_size=None
                     "with the pixel count. Use e.g. --input-size 224.")
     if os.path.isdir(path):
         raise ValueError(f"Output {path!r} is a folder; name the .tflite file to write.")
+    check_output_folder(path)
+
+
+def check_output_folder(path):
+    """Raise ValueError unless the folder `path` goes in can be created and written."""
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):  # the nearest existing folder must let us create the rest
         parent = os.path.dirname(parent)

@@ -25,7 +25,7 @@ import keras
 
 from keras_pf._compat import tf_keras as tf_keras_compat
 from keras_pf._compat.keras import has_graph, is_functional, run_through_graph, tensor_producer
-from keras_pf.models.layers import BroadcastSafeLayerNormalization
+from keras_pf.models.layers import BroadcastSafeLayerNormalization, gelu
 
 _tfmot = None
 
@@ -190,6 +190,8 @@ def _tf_keras_layer(layer, tf_keras, custom):
             continue
         if key in accepted or key == "name":
             config[key] = value
+    if getattr(layer, "activation", None) is gelu:  # same math under tf_keras' own name
+        config["activation"] = "gelu"
     return cls(**config)
 
 

@@ -1,9 +1,10 @@
 """The layers of keras_pf that Keras does not have, and the resize they rely on.
 
 Everything parameter-free in these networks is a built-in Keras layer (max-pool, average
-pool, GELU). Two custom layers: the learned position embedding of ViT/PiT, which must
-resize itself when weights trained at one input size are loaded at another, and a
-LayerNormalization whose exported graph the phone GPU delegate accepts.
+pool, GELU as an `Activation`). Two custom layers: the learned position embedding of
+ViT/PiT, which must resize itself when weights trained at one input size are loaded at
+another, and a LayerNormalization whose exported graph the phone GPU delegate accepts;
+and one activation, an exact GELU written through `erf` that every export format has.
 """
 
 import numpy as np
@@ -49,6 +50,23 @@ def resize_grid(grid, out_hw):
     cols = torch_bicubic_matrix(w, out_hw[1])
     out = np.einsum("ih,bhwc,jw->bijc", rows, grid.astype(np.float64), cols)
     return out.astype(grid.dtype)
+
+
+SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
+
+
+@keras.saving.register_keras_serializable(package="keras_pf", name="gelu")
+def gelu(x):
+    """Exact GELU, `0.5 * x * (1 + erf(x / sqrt(2)))`: PyTorch's `nn.GELU()` formula.
+
+    Keras' `"gelu"` computes the same through `erfc` on TensorFlow, which ONNX has no
+    operator for (tf2onnx writes a graph ONNX Runtime refuses). `erf` is ONNX's `Erf`
+    (opset 9+) and OpenVINO's; TFLite's converter fuses this exact op order, as it does
+    Keras' form, into its single GELU op. (Other orders, e.g. `x * (0.5 * (1 + erf))`,
+    are not fused and leave an Erf op that TFLite has no builtin for.) Used as
+    `keras.layers.Activation(gelu)`; saved as `"keras_pf>gelu"`.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * SQRT_HALF))
 
 
 @keras.saving.register_keras_serializable(package="keras_pf")

@@ -8,7 +8,7 @@ attention flattens it to a sequence. There is no class token; the head averages 
 from keras import layers
 
 from keras_pf.models import application
-from keras_pf.models.layers import BroadcastSafeLayerNormalization, PositionEmbedding
+from keras_pf.models.layers import BroadcastSafeLayerNormalization, PositionEmbedding, gelu
 
 LN_EPSILON = 1e-6
 
@@ -27,9 +27,9 @@ def max_pool_mixer(x, name):
     is exact for a GELU output that can be negative (PyTorch pads with -inf)."""
     c = x.shape[-1]
     x = layers.Dense(3 * c, name=name + "_mixer_expand")(x)
-    x = layers.Activation("gelu", name=name + "_mixer_gelu1")(x)
+    x = layers.Activation(gelu, name=name + "_mixer_gelu1")(x)
     x = layers.MaxPooling2D(3, strides=1, padding="same", name=name + "_mixer_pool")(x)
-    x = layers.Activation("gelu", name=name + "_mixer_gelu2")(x)
+    x = layers.Activation(gelu, name=name + "_mixer_gelu2")(x)
     return layers.Dense(c, name=name + "_mixer_proj")(x)
 
 
@@ -41,7 +41,7 @@ def transformer_block(x, num_heads, mlp_ratio, use_attention, name):
     x = layers.Add(name=name + "_add1")([x, y])
     y = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name=name + "_norm2")(x)
     y = layers.Dense(int(c * mlp_ratio), name=name + "_mlp_fc1")(y)
-    y = layers.Activation("gelu", name=name + "_mlp_gelu")(y)
+    y = layers.Activation(gelu, name=name + "_mlp_gelu")(y)
     y = layers.Dense(c, name=name + "_mlp_fc2")(y)
     return layers.Add(name=name + "_out")([x, y])
 

@@ -112,17 +112,17 @@ def class_names_beside(path):
 
 def load_model_file(path):
     """`(model, class names or None)` of a saved `.keras` model; keras_pf's layers are
-    registered, Keras' safe mode stays on. One ValueError naming the file otherwise."""
+    registered, Keras' safe mode stays on, the file is checked first
+    (`weights.safe_load`: classes, bytecode, weights, integrity record). One
+    `ModelFileError` (a ValueError) naming the file and the reason otherwise."""
     import keras
+
+    from keras_pf.weights.safe_load import load_checked
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"Model file {path!r} not found.")
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(f"Cannot load {path!r} as a Keras model ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:160] if str(error) else ''})") from None
+    model = load_checked(path, lambda: keras.saving.load_model(path, compile=False, safe_mode=True))
     return model, class_names_beside(path)
 
 

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from keras_pf.files import atomic_output, write_atomic
+from keras_pf.weights import integrity
 
 # Seconds a worker waits for all workers to register with the coordination service
 # (hosted by worker 0) before it gives up.
@@ -274,20 +275,23 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         self.model._initial_epoch = None
 
     def _load_model(self):
+        from keras_pf.weights.safe_load import check_weights_file, load_weights  # one-line errors
+
         epoch = self.restore_epoch
         if not epoch or epoch < self.first_epoch:
             return
         path = os.path.join(self.backup_dir, self.PATTERN.format(epoch=epoch))
+        check_weights_file(path)  # its integrity record, written with it
         if epoch == self.first_epoch:
             # The previous phase's last checkpoint: its optimizer state is not this
             # phase's (other trainable variables); Keras skips it with a warning.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-                self.model.load_weights(path)
+                load_weights(self.model, path)
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(path)
+        load_weights(self.model, path)
         self.model._initial_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -302,6 +306,7 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         path = os.path.join(self.backup_dir, self.PATTERN.format(epoch=self._current_epoch))
         with atomic_output(path) as tmp:
             self.model.save_weights(tmp)
+        integrity.record(path)  # checked when --resume reads it back
         previous = self.saved_history(self.backup_dir, self._current_epoch - len(
             next(iter(self.history.values()), [])))
         merged = {key: previous.get(key, []) + values for key, values in self.history.items()}

@@ -35,6 +35,7 @@ import shutil
 
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.models import resolve
+from keras_pf.weights import integrity
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -323,6 +324,7 @@ def finetune(
     }
     with atomic_output(paths["model"]) as tmp:  # the temp name keeps the .keras suffix
         model.save(tmp)
+    integrity.record(paths["model"])  # checked when export or gradcam reads it back
     record = {**history, "phase_boundary": head_epochs if head_epochs and epochs else 0,
               "evaluation": evaluation}
     write_atomic(paths["history"], json.dumps(record, indent=2))

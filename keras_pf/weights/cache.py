@@ -7,6 +7,10 @@ for files whose sha256 the registry records); the original checkpoint (Google Dr
 through `gdown`, or an http(s) URL, by `download`), converted once. A per-file lock
 (`filelock`) makes concurrent processes wait for the first one's download instead of
 repeating it. `import_file` and `verify` serve `keras-pf weights import/verify`.
+
+Each file put into the cache gets an integrity record beside it (`FILE.sha256.json`,
+see `weights.integrity`), checked whenever the file is fetched: a file that differs
+from it is got again, with one line saying so.
 """
 
 import contextlib
@@ -14,11 +18,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 
+from keras_pf import tempfiles
 from keras_pf.files import atomic_output
 from keras_pf.models.resolve import weights_architecture
-from keras_pf.weights import download, registry
+from keras_pf.weights import download, integrity, registry
 from keras_pf.weights.keras_file import TORCH_SUFFIXES, load_keras_weights
 
 
@@ -94,27 +98,51 @@ def remove_leftovers(path):
                 os.remove(leftover)
 
 
+_UNRECORDED = "no integrity record"
+
+
+def _cached_problem(path, info):
+    """Why the cached `path` may not be used: a reason (it differs from its integrity
+    record or the registry's sha256), `_UNRECORDED` (no record: cached by an earlier
+    version or by hand; recorded once it loads), or None (it matches its record)."""
+    try:
+        why = integrity.problem(path, info.get("sha256"))
+        recorded = integrity.read_sidecar(path) is not None
+    except integrity.IntegrityError as error:
+        return f"{error} (the record)"
+    return why or (None if recorded else _UNRECORDED)
+
+
 def fetch(weights_id, tag, progress=True):
-    """The cached converted file of `weights_id`/`tag`, got first if it is not cached."""
+    """The cached converted file of `weights_id`/`tag`, got first if it is not cached.
+    A cached file that differs from its integrity record is got again, saying so."""
     entry, tag, info = registry.resolve(weights_id, tag)
     path = weights_path(weights_id, tag)
-    if os.path.exists(path):
+    if os.path.exists(path) and _cached_problem(path, info) in (None, _UNRECORDED):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with _locked(path):
-        if os.path.exists(path):  # another process got it while we waited
-            return path
+        if os.path.exists(path):  # another process got it while we waited, or it changed
+            why = _cached_problem(path, info)
+            if why in (None, _UNRECORDED):
+                return path
+            print(f"{path}: {why}; getting it again", file=sys.stderr, flush=True)
+            integrity.remove(path)
         failures = []
         url = download.mirror_url(info)
         if url:
             try:
-                return download.download_url(url, path, info["sha256"], progress, info.get("size"))
+                download.download_url(url, path, info["sha256"], progress, info.get("size"),
+                                      params=entry.get("params"))
+                integrity.record(path)
+                return path
             except download.WeightsDownloadError as error:
                 failures.append(f"mirror: {error}")
         elif os.environ.get(registry.MIRROR_ENV, "").strip():
             failures.append(f"mirror: not used, the registry records no sha256 for {info['file']} yet")
         try:
             _download_and_convert(weights_id, info, path, progress)
+            integrity.record(path)
             return path
         except download.WeightsDownloadError as error:
             failures.append(f"original checkpoint: {error}")
@@ -125,17 +153,14 @@ def _download_and_convert(weights_id, info, path, progress):
     from keras_pf.weights.convert import save_converted
 
     directory = os.path.dirname(path)
-    fd, original = tempfile.mkstemp(dir=directory, prefix=f".original-{os.path.basename(path)}-",
-                                    suffix=".pth")
-    os.close(fd)
-    try:
-        download.download_source(info["source"], original, info.get("source_sha256"), progress)
+    model = weights_architecture(weights_id)  # first: its size bounds the download
+    # unnamed where the filesystem allows (a kill leaves nothing), else `.original-*`
+    with tempfiles.scratch(directory, f".original-{os.path.basename(path)}-", ".pth") as original:
+        download.download_source(info["source"], original, info.get("source_sha256"), progress,
+                                 params=model.count_params())
         if progress:
             print(f"Converting {download.source_url(info['source'])} to {path}")
-        save_converted(weights_architecture(weights_id), original, path)
-    finally:
-        if os.path.exists(original):
-            os.remove(original)
+        save_converted(model, original, path)
     return path
 
 
@@ -170,6 +195,7 @@ def import_file(path, weights_id, tag, progress=False):
         if str(path).endswith(TORCH_SUFFIXES):
             download._check_payload(path, info.get("source_sha256"), path)
             save_converted(weights_architecture(weights_id), path, target)
+            integrity.record(target)
             return target
         if not str(path).endswith(".weights.h5"):
             raise ValueError(f"{path}: expected an original checkpoint (.pth) or a .weights.h5 file")
@@ -182,6 +208,7 @@ def import_file(path, weights_id, tag, progress=False):
         load_keras_weights(weights_architecture(weights_id), path)  # raises if it does not fit
         with atomic_output(target) as tmp:
             shutil.copyfile(path, tmp)
+        integrity.record(target)
     return target
 
 
@@ -195,12 +222,31 @@ def verify(weights_id, tag):
             f"{weights_id}/{tag} is not cached ({weights_path(weights_id, tag)}); "
             f"run `keras-pf weights download {weights_id} --tag {tag}`"
         )
-    digest = download.sha256_of(path)
+    digest = integrity.sha256_of(path)
     if info.get("sha256") and digest != info["sha256"]:
         raise download.WeightsDownloadError(
             f"{path}: sha256 {digest} differs from the registry's {info['sha256']}; delete "
             f"it and run `keras-pf weights download {weights_id} --tag {tag}`"
         )
+    why = integrity.problem(path)
+    if why:
+        raise download.WeightsDownloadError(
+            f"{path}: {why}; run `keras-pf weights download {weights_id} --tag {tag}` to "
+            "get it again")
+    recorded = integrity.read_sidecar(path) is not None
     load_keras_weights(weights_architecture(weights_id), path)
-    status = "sha256 matches the registry" if info.get("sha256") else "no sha256 recorded yet"
+    if not recorded:
+        integrity.record(path)  # it loads: recorded, checked from now on
+    status = "matches its integrity record" if recorded else "integrity record written now"
+    status += ", and the registry's sha256" if info.get("sha256") else "; no sha256 in the registry yet"
     return path, digest, status
+
+
+def record_if_unrecorded(path):
+    """After a cached file without an integrity record (cached by an earlier version, or
+    by hand) has loaded: record it, saying so; it is checked from now on."""
+    if integrity.read_sidecar(path) is None:
+        integrity.record(path)
+        print(f"{path}: had no integrity record (cached by an earlier keras_pf or by hand); "
+              "recorded its sha256, checked on every load from now on",
+              file=sys.stderr, flush=True)

@@ -1,22 +1,27 @@
 """Download transport: one URL or Google Drive file to a local path, bounded and
 verified (the cache's policy, which source to try and when, is `weights.cache`).
 
-Downloads go to a temporary file beside their destination and are renamed into place
-only once complete and verified.
+Downloads go to a temporary file and are put in place only once complete and verified.
 
 Limits (environment variables, in seconds or bytes):
 
 - `KERAS_PF_DOWNLOAD_STALL_TIMEOUT` (default 60): no byte received for this long fails;
 - `KERAS_PF_DOWNLOAD_DEADLINE` (default 3600): a download not complete by then fails,
   however slowly the server keeps trickling;
-- `KERAS_PF_DOWNLOAD_MAX_BYTES` (default 1.5 GiB): the most a download may bring when the
-  registry records no `size` for it (a recorded size is the cap otherwise);
+- `KERAS_PF_DOWNLOAD_MAX_BYTES`: the most a download may bring when the registry records
+  no `size` for it (a recorded size is the cap otherwise); unset, the cap derives from
+  the model's parameter count (`weights.download_bounds`);
+- `KERAS_PF_DOWNLOAD_MIN_RATE` (default 32 KiB/s) and `KERAS_PF_DOWNLOAD_RATE_GRACE`
+  (default 60 s): after the grace period, a download averaging less fails;
 - `KERAS_PF_LOCK_TIMEOUT` (default: the deadline + 600): how long a process waits for
   another one's download of the same file before giving up.
 
-Temporary files of a download are named after the file they become
-(`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a run killed mid-download
-leaves them behind, and the next run for that file removes them once it holds its lock
+Where the filesystem allows, a download is written to an unnamed file
+(`keras_pf.files.atomic_output`, `keras_pf.tempfiles`) and gdown's folder lives in the
+process's private folder under `$TMPDIR/keras_pf-<uid>/`: a run killed mid-download
+leaves nothing in the cache. Elsewhere temporary files are named after the file they
+become (`.tmp_*<file>`, `.original-<file>-*.pth`, `.gdown-<file>-*`); a killed run leaves
+them, and the next run for that file removes them once it holds its lock
 (`cache.leftovers`).
 """
 
@@ -31,18 +36,16 @@ import urllib.error
 import urllib.request
 
 from keras_pf.files import atomic_output
-from keras_pf.weights import registry
+from keras_pf.weights import download_bounds, registry
+from keras_pf.weights.download_bounds import DEFAULT_MAX_BYTES, MAX_BYTES_ENV  # noqa: F401
 from keras_pf.weights.torch_reader import looks_like_html
 
 CHUNK = 1 << 20
 STALL_TIMEOUT_ENV = "KERAS_PF_DOWNLOAD_STALL_TIMEOUT"
 DEADLINE_ENV = "KERAS_PF_DOWNLOAD_DEADLINE"
-MAX_BYTES_ENV = "KERAS_PF_DOWNLOAD_MAX_BYTES"
 LOCK_TIMEOUT_ENV = "KERAS_PF_LOCK_TIMEOUT"
 DEFAULT_STALL_TIMEOUT = 60.0
 DEFAULT_DEADLINE = 3600.0
-# The largest original checkpoint (ViT-B, 94 M parameters, with optimizer state) fits.
-DEFAULT_MAX_BYTES = 3 << 29
 # Where a Google Drive id is downloaded from (a test points it at a local server).
 GDRIVE_URL = "https://drive.google.com/uc?id={id}"
 
@@ -76,27 +79,32 @@ def lock_timeout():
     return _env_number(LOCK_TIMEOUT_ENV, deadline_seconds() + 600.0)
 
 
-def size_cap(recorded_size=None):
-    """The most bytes a download may bring: the registry's recorded size, else the default."""
-    return int(recorded_size) if recorded_size else int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+def size_cap(recorded_size=None, params=None):
+    """The most bytes a download may bring (see `download_bounds.size_cap`)."""
+    return download_bounds.size_cap(recorded_size, params)[0]
 
 
 class _Limits:
-    """Deadline and size cap of one download; `check` raises once either is passed."""
+    """Deadline, size cap and minimum rate of one download; `check` raises once one is
+    passed."""
 
-    def __init__(self, what, max_bytes):
-        self.what, self.max_bytes = what, size_cap(max_bytes)
+    def __init__(self, what, max_bytes, params=None, min_rate=None, rate_grace=None):
+        self.what = what
+        self.max_bytes, self.cap_reason = download_bounds.size_cap(max_bytes, params)
+        self.rate = download_bounds.RateFloor(what, min_rate, rate_grace)
         self.deadline = deadline_seconds()
         self.start = time.monotonic()
 
     def check(self, received):
         if received > self.max_bytes:
             raise WeightsDownloadError(
-                f"{self.what}: more than {self.max_bytes} bytes, the most expected (the "
-                f"registry's recorded size, else ${MAX_BYTES_ENV}); the server sends "
-                "something else than the checkpoint"
+                f"{self.what}: more than {self.max_bytes} bytes, the most expected "
+                f"({self.cap_reason}); the server sends something else than the checkpoint"
             )
         elapsed = time.monotonic() - self.start
+        too_slow = self.rate.problem(received, elapsed)
+        if too_slow and elapsed <= self.deadline:
+            raise WeightsDownloadError(too_slow)
         if elapsed > self.deadline:
             raise WeightsDownloadError(
                 f"{self.what}: not complete after {elapsed:.0f} s ({received} bytes received); "
@@ -148,13 +156,15 @@ def _check_payload(path, expected_sha256, what):
             )
 
 
-def download_url(url, output, expected_sha256=None, progress=True, max_bytes=None):
+def download_url(url, output, expected_sha256=None, progress=True, max_bytes=None,
+                 params=None, min_rate=None, rate_grace=None):
     """Download `url` to `output` (written atomically), checking its length and sha256.
-    Stall timeout, deadline and size cap (`max_bytes`, else the default): see the module."""
+    Stall timeout, deadline, size cap (`max_bytes`, else derived from `params`, the
+    model's parameter count) and minimum rate: see the module."""
     from tqdm import tqdm
 
     stall = stall_timeout()
-    limits = _Limits(url, max_bytes)
+    limits = _Limits(url, max_bytes, params, min_rate, rate_grace)
     with atomic_output(output) as tmp:
         received = 0
         try:
@@ -229,7 +239,8 @@ def _directory_size(directory):
     return total
 
 
-def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_bytes=None):
+def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_bytes=None,
+                    params=None, min_rate=None, rate_grace=None):
     """Download a Google Drive file with `gdown` (which gets past Drive's confirmation
     page for large files) to `output`, atomically, under the same stall timeout,
     deadline and size cap as `download_url`."""
@@ -237,9 +248,13 @@ def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_by
 
     url = GDRIVE_URL.format(id=file_id)
     what = f"Google Drive file {file_id} ({url})"
-    limits = _Limits(what, max_bytes)
+    limits = _Limits(what, max_bytes, params, min_rate, rate_grace)
     # gdown keeps the received bytes of a failed download beside its output (for
-    # resuming); a private directory, removed whatever happens, keeps them out of the cache.
+    # resuming) and renames its output into place: a folder beside `output`, removed
+    # whatever happens, keeps them out of the cache. The cache's `output` is a
+    # `tempfiles.scratch` path, so this folder is in the process's private folder under
+    # $TMPDIR (removed by the next run after a kill), or, without unnamed files, a
+    # `.gdown-*` folder in the cache (removed by the next run for that file).
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output)),
                                      prefix=f".gdown-{os.path.basename(output)}-") as directory:
         tmp = os.path.join(directory, "checkpoint")
@@ -271,11 +286,13 @@ def download_gdrive(file_id, output, expected_sha256=None, progress=True, max_by
     return output
 
 
-def download_source(source, output, expected_sha256=None, progress=True, max_bytes=None):
+def download_source(source, output, expected_sha256=None, progress=True, max_bytes=None,
+                    params=None, min_rate=None, rate_grace=None):
     """Download a registry `source` (`gdrive:<id>` or an http(s) URL) to `output`."""
     drive_id = gdrive_id(source)
+    bounds = (params, min_rate, rate_grace)
     if drive_id:
-        return download_gdrive(drive_id, output, expected_sha256, progress, max_bytes)
+        return download_gdrive(drive_id, output, expected_sha256, progress, max_bytes, *bounds)
     if source.startswith(("http://", "https://", "file://")):
-        return download_url(source, output, expected_sha256, progress, max_bytes)
+        return download_url(source, output, expected_sha256, progress, max_bytes, *bounds)
     raise ValueError(f"unsupported weights source {source!r} (expected gdrive:<id> or a URL)")

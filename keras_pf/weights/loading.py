@@ -38,4 +38,5 @@ def load_tagged_weights(model, weights_id, tag):
             f"Check them with `keras-pf weights verify {weights_id}`; delete the file to "
             "download it again."
         ) from error
+    cache.record_if_unrecorded(path)
     return model

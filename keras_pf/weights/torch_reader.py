@@ -23,6 +23,12 @@ is allocated or inflated. How:
 - Zip members are read with their declared size as the limit, the CRC checked;
   encrypted or unsupported-compression members, duplicate members and duplicate dict
   keys are refused.
+- Without a budget from the caller (`max_elements=None`), compressed members are also
+  bounded by their compressed size: `torch.save` stores members uncompressed, so all
+  deflated members together may inflate to at most `_MAX_INFLATE_RATIO` times their
+  compressed bytes plus `_INFLATE_SLACK`; a member beyond that is refused before it is
+  inflated (a 1 MB member declaring a 1 GiB tensor of zeros). With a budget, the
+  budget alone bounds them.
 """
 
 import argparse
@@ -60,6 +66,10 @@ _MAX_MEMBERS = 50_000  # zip entries; torch writes one per storage (~300 for a R
 _MAX_NODES = 1_000_000  # objects in the structure, shared references counted each time
 _MAX_DEPTH = 64  # genuine checkpoints nest 2-6 deep
 _MAX_DIMS = 16
+# Deflated members, without a caller's budget: real float32 weights deflate by ~1.1x; a
+# member far beyond this ratio is mostly one repeated byte, i.e. not a trained tensor.
+_MAX_INFLATE_RATIO = 16
+_INFLATE_SLACK = 16 * 2 ** 20  # bytes beyond the ratio, in all (zero biases, small tensors)
 
 _ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _ZIP_METHOD_NAMES = {12: "bzip2", 14: "lzma", 93: "zstd", 95: "xz", 99: "AES-encrypted"}
@@ -441,8 +451,10 @@ class _Unpickler:
 # --- the zip container ---------------------------------------------------------------
 
 class _Archive:
-    def __init__(self, path):
+    def __init__(self, path, bound_inflation=False):
         self.path = path
+        # what deflated members may still inflate beyond _MAX_INFLATE_RATIO x compressed
+        self.inflate_slack = _INFLATE_SLACK if bound_inflation else None
         entries = _declared_entries(path)
         if entries > _MAX_MEMBERS:
             raise CheckpointError(f"{path}: the zip declares {entries} members; a checkpoint "
@@ -501,6 +513,15 @@ class _Archive:
         if info.file_size > limit:
             raise CheckpointError(f"{where} declares {info.file_size} bytes, more than the "
                                   f"{limit} allowed; refused before inflating it")
+        if self.inflate_slack is not None and info.compress_type == zipfile.ZIP_DEFLATED:
+            beyond = info.file_size - _MAX_INFLATE_RATIO * info.compress_size
+            if beyond > self.inflate_slack:
+                raise CheckpointError(
+                    f"{where} is compressed {info.compress_size} bytes inflating to "
+                    f"{info.file_size} (torch.save stores tensors uncompressed; more than "
+                    f"{_MAX_INFLATE_RATIO}x is not trained weights); refused before inflating "
+                    "it. Pass max_elements (what your model can use) to read it anyway")
+            self.inflate_slack -= max(beyond, 0)
         buffer = bytearray(info.file_size)
         view = memoryview(buffer)
         try:
@@ -559,8 +580,11 @@ class _Checkpoint:
     """An open checkpoint: its structure (tensors not yet read) and its archive."""
 
     def __init__(self, path, max_elements):
-        self.path, self.max_elements = str(path), max_elements
-        self.archive = _Archive(self.path)
+        self.path = str(path)
+        bound_inflation = max_elements is None  # no model budget: the file bounds itself
+        self.max_elements = DEFAULT_MAX_ELEMENTS if bound_inflation else max_elements
+        max_elements = self.max_elements
+        self.archive = _Archive(self.path, bound_inflation)
         try:
             pickles = [n for n in self.archive.names()
                        if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -659,7 +683,7 @@ def _view(flat, ref, storage):
     return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
-def read_checkpoint(path, max_elements=DEFAULT_MAX_ELEMENTS):
+def read_checkpoint(path, max_elements=None):
     """Return the object stored in a `torch.save` zip file, tensors as numpy arrays."""
     checkpoint = _Checkpoint(path, max_elements)
     try:
@@ -705,11 +729,13 @@ def extract_state_dict(obj, source="checkpoint"):
     return tensors
 
 
-def load_state_dict(path, max_elements=DEFAULT_MAX_ELEMENTS):
+def load_state_dict(path, max_elements=None):
     """Read a checkpoint file and return its state dict as `{name: numpy array}`.
 
     `max_elements` bounds the tensors' total element count (what the model can use);
-    anything declared beyond it is refused before it is read.
+    anything declared beyond it is refused before it is read. Without it, the bound is
+    `DEFAULT_MAX_ELEMENTS` and compressed members may not inflate far beyond their
+    compressed size (see the module).
     """
     checkpoint = _Checkpoint(path, max_elements)
     try:

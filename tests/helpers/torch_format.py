@@ -191,3 +191,49 @@ def random_state_dict(key_list, seed=0):
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 10
             out[key] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
     return out
+
+
+def zero_bomb(path, pickle_bytes, member, size, prefix="archive/"):
+    """Like `deflate_bomb`, but quick for a GiB: the zip is written by hand, the deflate
+    stream being one compressed MiB of zeros (ended by a full flush, so that it does not
+    depend on what came before) repeated. `size` is a multiple of 1 MiB below 4 GiB."""
+    import struct
+    import zlib
+
+    assert size % (1 << 20) == 0 and size < 1 << 32
+    mib = bytes(1 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    compressor.compress(mib)
+    compressor.flush(zlib.Z_FULL_FLUSH)  # after the first block: a block without history
+    block = compressor.compress(mib) + compressor.flush(zlib.Z_FULL_FLUSH)
+    count = size >> 20
+    stream_end = compressor.flush()
+    crc = 0
+    for _ in range(count):
+        crc = zlib.crc32(mib, crc)
+    members = [(prefix + "data.pkl", zipfile.ZIP_STORED, pickle_bytes, len(pickle_bytes),
+                zlib.crc32(pickle_bytes), None),
+               (member, zipfile.ZIP_DEFLATED, None, size, crc, len(block) * count + len(stream_end))]
+    central, offset = [], 0
+    with open(path, "wb") as f:
+        for name, method, data, file_size, member_crc, compressed in members:
+            encoded = name.encode()
+            compressed = len(data) if compressed is None else compressed
+            header = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21,
+                                 member_crc, compressed, file_size, len(encoded), 0)
+            f.write(header + encoded)
+            if data is not None:
+                f.write(data)
+            else:
+                for _ in range(count):
+                    f.write(block)
+                f.write(stream_end)
+            central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method,
+                                       0, 0x21, member_crc, compressed, file_size, len(encoded),
+                                       0, 0, 0, 0, 0, offset) + encoded)
+            offset = f.tell()
+        directory = b"".join(central)
+        f.write(directory)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                            len(directory), offset, 0))
+    return path

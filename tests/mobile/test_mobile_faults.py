@@ -109,7 +109,10 @@ export.export_tflite(model, sys.argv[1])
 
 
 def _leftovers(tmpdir):
-    return [e for e in os.listdir(tmpdir) if e.startswith(converter.TEMP_PREFIX)]
+    """The export's SavedModel folders: in the per-user private folder (keras_pf.tempfiles)."""
+    private = os.path.join(tmpdir, f"keras_pf-{os.getuid()}")
+    return [e for e in (os.listdir(private) if os.path.isdir(private) else [])
+            if converter.TEMP_PREFIX in e]
 
 
 def test_killed_export_leaves_nothing_after_the_next_run(tmp_path):
@@ -128,6 +131,7 @@ def test_killed_export_leaves_nothing_after_the_next_run(tmp_path):
     victim.wait()
     assert _leftovers(tmpdir), "the export was not killed while converting"
     assert not out.exists()
+    assert not out.parent.exists() or os.listdir(out.parent) == []  # nothing beside the output
     partial = out.parent / (".tmp_abc" + out.name)  # as a kill during the final write leaves
     out.parent.mkdir(exist_ok=True)
     partial.write_bytes(b"partial")

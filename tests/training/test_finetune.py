@@ -67,8 +67,13 @@ def test_finetune_image_folder_two_phase(shapes, tmp_path):
     assert record["phase_boundary"] == 1
     with Image.open(result["paths"]["plot"]) as plot:
         assert plot.format == "PNG" and plot.size[0] > 200
-    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
-        f"epoch{i:03d}.weights.h5" for i in range(1, 6)] + ["history.json"]
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == sorted(
+        [f"epoch{i:03d}.weights.h5{s}" for i in range(1, 6) for s in ("", ".sha256.json")]
+        + ["history.json"])
+    from keras_pf.weights import integrity
+
+    assert integrity.problem(result["paths"]["model"]) is None  # recorded, and matches
+    assert integrity.read_sidecar(result["paths"]["model"]) is not None
     for directory in (out, os.path.join(out, "checkpoints")):
         assert not [name for name in os.listdir(directory) if name.startswith(".tmp_")]
     keras.saving.load_model(result["paths"]["model"]).load_weights(
@@ -82,7 +87,8 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
     callback = TrainingBackup(str(tmp_path))
     callback.set_model(model)
     callback.on_epoch_end(0, {"loss": 1.0})
-    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "epoch001.weights.h5.sha256.json",
+                                            "history.json"]
 
     def interrupted(path):  # half a file, then the process is stopped
         with open(path, "wb") as f:
@@ -92,7 +98,8 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_file(tmp_path):
     model.save_weights = interrupted
     with pytest.raises(KeyboardInterrupt):
         callback.on_epoch_end(1, {"loss": 0.5})
-    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "history.json"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch001.weights.h5", "epoch001.weights.h5.sha256.json",
+                                            "history.json"]
     assert TrainingBackup.latest(str(tmp_path))[0] == 1
     assert TrainingBackup.saved_history(str(tmp_path), 5) == {"loss": [1.0]}
 

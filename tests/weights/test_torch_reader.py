@@ -155,6 +155,32 @@ def test_deflate_bomb_in_a_storage_is_refused_before_inflating(tmp_path):
         load_state_dict(huge)
 
 
+def test_without_a_budget_a_compressed_member_may_not_inflate_far_beyond_its_size(tmp_path):
+    """The issue-22 probe: `fc.weight` 16384x16384 (within the default cap) from a 1 MB
+    member of zeros that inflates to 1 GiB; with no model bounding it, the reader refuses
+    it from the sizes alone, in a child whose memory could not hold the tensor."""
+    declared = torch_format.save(
+        {"fc.weight": torch_format.Raw(b"", 2 ** 28, 0, (2 ** 14, 2 ** 14), (2 ** 14, 1))},
+        tmp_path / "declared.pth")
+    pickle_bytes = torch_format.read_archive(declared)["archive/data.pkl"]
+    path = torch_format.zero_bomb(tmp_path / "bomb.pth", pickle_bytes, "archive/data/0", 2 ** 30)
+    assert path.stat().st_size < 1.1 * 2 ** 20
+    start = time.monotonic()
+    result = reader_child.run(["read", path], memory=768 * 2 ** 20)
+    out = result.stdout.strip()
+    assert result.returncode == 0 and "refused before inflating" in out, (out, result.stderr[-500:])
+    assert str(path) in out and "archive/data/0" in out and time.monotonic() - start < 10
+    # Genuine tensors deflated (as zip tools re-pack them) still read without a budget,
+    # and a small compressible member fits the slack.
+    state = {"w": np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32),
+             "b": np.zeros(2 ** 16, np.float32)}
+    members = torch_format.read_archive(torch_format.save(state, tmp_path / "plain.pth"))
+    packed = torch_format.write_archive(tmp_path / "deflated.pth", members, deflated=set(members))
+    out = load_state_dict(packed)
+    np.testing.assert_array_equal(out["w"], state["w"])
+    np.testing.assert_array_equal(out["b"], state["b"])
+
+
 def test_deflate_bomb_in_data_pkl_is_refused_before_inflating(tmp_path):
     path = torch_format.deflate_bomb(tmp_path / "bomb.pth", b"", "archive/data.pkl", 2 ** 25)
     start = time.monotonic()

@@ -9,6 +9,7 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -18,11 +19,10 @@ import pytest
 
 from conftest import ParityCase
 
-from keras_pf.weights import cache as weights_cache
-
 CASE = "resnet_hybrid_64"
 WEIGHTS_ID = "test_pf_resnet"
 TAG = "tiny"
+CACHED = [f"{WEIGHTS_ID}_{TAG}.weights.h5", f"{WEIGHTS_ID}_{TAG}.weights.h5.sha256.json"]
 
 
 def build_case_model(**kwargs):
@@ -31,7 +31,7 @@ def build_case_model(**kwargs):
 
 
 def register_test_entry(source, **kwargs):
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import registry
 
     return registry.register_weights(WEIGHTS_ID, TAG, source, model=build_case_model,
                                      imagenet=True, note="parity checkpoint", **kwargs)
@@ -110,7 +110,7 @@ def server():
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty cache ($KERAS_HOME) and a registry copy the test may change."""
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import registry
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
@@ -138,7 +138,7 @@ def test_first_use_downloads_converts_and_caches_then_needs_no_server(server, ca
     register_test_entry(server.url + "/checkpoint.pth")
     model = load_by_tag()
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
     np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
 
     server.close()  # second use: from the cache, no server at all
@@ -218,7 +218,7 @@ def _converted_bytes(tmp_path):
 def test_mirror_is_used_when_its_sha256_matches(server, cache, tmp_path, monkeypatch):
     import hashlib
 
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import registry
 
     data = _converted_bytes(tmp_path)
     server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = data
@@ -232,7 +232,7 @@ def test_mirror_is_used_when_its_sha256_matches(server, cache, tmp_path, monkeyp
 
 
 def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_path, monkeypatch):
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import registry
 
     server.files[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] = _converted_bytes(tmp_path)
     monkeypatch.setenv(registry.MIRROR_ENV, server.url + "/mirror")
@@ -240,19 +240,20 @@ def test_mirror_with_wrong_sha256_falls_back_to_the_original(server, cache, tmp_
     load_by_tag()
     assert server.requests[f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"] == 1
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_two_processes_at_once_download_once(server, cache, tmp_path):
     server.delay = 1.0  # keep the first download in flight while the second asks
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, for conftest
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = [here, os.path.dirname(here), os.path.join(os.path.dirname(here), "helpers")]
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {tests_dir!r})
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); from test_weights_download import register_test_entry
-        from keras_pf.weights import cache as weights_cache
+        sys.path[:0] = {paths!r}
+        from test_weights_download import register_test_entry
+        from keras_pf.weights import cache, download
         register_test_entry({server.url + "/checkpoint.pth"!r})
-        print(weights_cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+        print(cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
     """)
     env = dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3")
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
@@ -263,7 +264,7 @@ def test_two_processes_at_once_download_once(server, cache, tmp_path):
     paths = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert paths == {str(cache / f"{WEIGHTS_ID}_{TAG}.weights.h5")}
     assert server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_cli_import_then_verify(cache, capsys):
@@ -272,15 +273,15 @@ def test_cli_import_then_verify(cache, capsys):
     register_test_entry("http://127.0.0.1:9/never-used.pth")
     checkpoint = str(ParityCase(CASE).checkpoint)
     assert cli.main(["weights", "import", checkpoint, "--model", WEIGHTS_ID, "--tag", TAG]) == 0
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
     assert cli.main(["weights", "verify", WEIGHTS_ID]) == 0
     out = capsys.readouterr().out
     assert f"{WEIGHTS_ID}/{TAG}: OK" in out
 
     # A corrupted cached file fails verification when its sha256 is recorded.
-    from keras_pf.weights import cache as weights_cache, download, registry
+    from keras_pf.weights import cache, download, registry
 
-    path = weights_cache.cached_weights_path(WEIGHTS_ID, TAG)
+    path = cache.cached_weights_path(WEIGHTS_ID, TAG)
     registry.WEIGHTS[WEIGHTS_ID]["tags"][TAG]["sha256"] = download.sha256_of(path)
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
@@ -296,10 +297,10 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
     whatever the model's name, head or input size."""
     import keras_pf
     from keras_pf.models.layers import resize_grid
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import cache
 
     resnet = keras_pf.PFResNet50Max(weights=None)
-    path = weights_cache.weights_path("pf_resnet50_max", "imagenet")
+    path = cache.weights_path("pf_resnet50_max", "imagenet")
     os.makedirs(os.path.dirname(path))
     resnet.save_weights(path)
     backbone = keras_pf.PFResNet50Max(include_top=False, pooling="avg", name="my_backbone")
@@ -307,7 +308,7 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
                                   np.asarray(resnet.get_layer("conv5_block3_3_conv").kernel))
 
     vit = keras_pf.PFViTSmall(weights=None)
-    vit.save_weights(weights_cache.weights_path("pf_vit_small", "imagenet"))
+    vit.save_weights(cache.weights_path("pf_vit_small", "imagenet"))
     small = keras_pf.PFViTSmall(input_shape=(160, 160, 3))
     expected = resize_grid(np.asarray(vit.get_layer("pos_embed").embedding), (10, 10))
     np.testing.assert_allclose(np.asarray(small.get_layer("pos_embed").embedding), expected,
@@ -316,13 +317,72 @@ def test_named_constructors_load_imagenet_from_the_cache_by_weights_id(cache):
                                   np.asarray(vit.get_layer("predictions").kernel))
 
 
-def test_corrupt_cached_file_says_how_to_recover(server, cache):
+def test_corrupt_cached_file_without_a_record_says_how_to_recover(server, cache):
     register_test_entry(server.url + "/checkpoint.pth")
     load_by_tag()
     path = cache / f"{WEIGHTS_ID}_{TAG}.weights.h5"
     path.write_bytes(path.read_bytes()[:1000])
+    os.remove(str(path) + ".sha256.json")  # as cached by an earlier version
     with pytest.raises(ValueError, match=f"keras-pf weights verify {WEIGHTS_ID}"):
         load_by_tag()
+    assert cache_files(cache) == CACHED[:1]  # a file that does not load is not recorded
+
+
+def _flip_64_bytes(path):
+    """64 bytes in the middle of the file inverted (a bad disk, a broken copy): HDF5
+    notices nothing, the model's outputs move."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    with open(path, "r+b") as f:  # in place: same inode, as a disk error would leave it
+        f.write(data)
+
+
+def test_flipped_bytes_in_a_cached_file_are_detected_and_it_is_got_again(server, cache, capsys):
+    case = ParityCase(CASE)
+    register_test_entry(server.url + "/checkpoint.pth")
+    load_by_tag()
+    path = cache / f"{WEIGHTS_ID}_{TAG}.weights.h5"
+    _flip_64_bytes(path)
+    model = load_by_tag()
+    err = capsys.readouterr().err
+    assert f"{path}: its sha256" in err and "getting it again" in err, err
+    assert server.requests["/checkpoint.pth"] == 2  # converted again from the original
+    np.testing.assert_allclose(np.asarray(model(case.input_nhwc)), case.logits, rtol=0, atol=1e-4)
+    assert cache_files(cache) == CACHED
+    # `keras-pf weights verify` checks the records too (no sha256 in the registry here)
+    import keras_pf_cli as cli
+
+    assert cli.main(["weights", "verify"]) == 0
+    _flip_64_bytes(path)
+    assert cli.main(["weights", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"{WEIGHTS_ID}/{TAG}: FAILED {path}: its sha256" in out, out
+
+
+def test_a_users_weights_file_with_a_record_that_disagrees_is_an_error(cache, tmp_path, capsys):
+    import keras_pf_cli as cli
+    from keras_pf.weights import integrity
+
+    path = tmp_path / "mine.weights.h5"
+    build_case_model().save_weights(path)
+    assert cli.main(["weights", "hash", str(path)]) == 0
+    assert f"-> {path}.sha256.json" in capsys.readouterr().out
+    build_case_model(weights=str(path))  # matches its record: loads
+    assert cli.main(["weights", "verify", str(path)]) == 0
+    _flip_64_bytes(path)
+    with pytest.raises(integrity.IntegrityError) as error:
+        build_case_model(weights=str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: its sha256") and "\n" not in message, message
+    assert cli.main(["weights", "verify", str(path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    # a truncated file is not recorded as good
+    path.write_bytes(path.read_bytes()[:1000])
+    os.remove(integrity.sidecar_path(path))
+    assert cli.main(["weights", "hash", str(path)]) == 2
+    assert "not a readable HDF5" in capsys.readouterr().err
+    assert not os.path.exists(integrity.sidecar_path(path))
 
 
 # --- faults: slow, endless, killed, locked, full disk ----------------------------------
@@ -365,10 +425,59 @@ def test_endless_body_is_cut_at_the_size_cap(server, cache, monkeypatch):
     _assert_fails_cleanly(cache, url, download.MAX_BYTES_ENV, f"more than {1 << 20} bytes")
 
 
+def test_endless_body_without_a_recorded_size_is_cut_at_a_cap_from_the_model(server, cache,
+                                                                           monkeypatch):
+    """No recorded size, no $KERAS_PF_DOWNLOAD_MAX_BYTES: the model being loaded bounds
+    the checkpoint (8 float32 copies of its parameters + 16 MiB), not a flat 1.5 GiB."""
+    from keras_pf.weights import download, download_bounds
+
+    monkeypatch.delenv(download.MAX_BYTES_ENV, raising=False)
+    server.mode = "endless"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    params = build_case_model().count_params()
+    cap = download_bounds.BYTES_PER_PARAMETER * params + download_bounds.CAP_SLACK
+    assert cap < 64 << 20  # a small model: far below the flat default
+    _assert_fails_cleanly(cache, url, f"more than {cap} bytes",
+                          f"8 float32 copies of the model's {params} parameters")
+
+
+def test_a_trickle_below_the_minimum_rate_ends_after_the_grace_period(server, cache,
+                                                                      monkeypatch):
+    """A byte every 0.2 s never trips the stall timeout; below the minimum average rate
+    after the grace period, the download ends, says so, and its lock is free again."""
+    from filelock import FileLock
+
+    from keras_pf.weights import cache as weights_cache
+    from keras_pf.weights import download_bounds
+
+    monkeypatch.setenv(download_bounds.MIN_RATE_ENV, "1000")
+    monkeypatch.setenv(download_bounds.RATE_GRACE_ENV, "1")
+    server.mode = "trickle"
+    url = server.url + "/checkpoint.pth"
+    register_test_entry(url)
+    start = time.monotonic()
+    message = _assert_fails_cleanly(cache, url, "below the minimum 1000 B/s",
+                                    download_bounds.MIN_RATE_ENV, "lock released")
+    assert time.monotonic() - start < 10, message
+    lock = FileLock(weights_cache.weights_path(WEIGHTS_ID, TAG) + ".lock")
+    lock.acquire(timeout=0)  # released: no other holder
+    lock.release()
+    # the same through the argument, for a direct download
+    from keras_pf.weights import download
+    from keras_pf.weights.download import WeightsDownloadError
+
+    monkeypatch.delenv(download_bounds.MIN_RATE_ENV)
+    with pytest.raises(WeightsDownloadError, match="below the minimum 500 B/s"):
+        download.download_url(url, str(cache.parent / "direct.pth"), progress=False,
+                              min_rate=500, rate_grace=0.5)
+    assert not (cache.parent / "direct.pth").exists()
+
+
 def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp_path, monkeypatch):
     import hashlib
 
-    from keras_pf.weights import cache as weights_cache, registry
+    from keras_pf.weights import registry
 
     data = _converted_bytes(tmp_path)
     mirror = f"/mirror/{WEIGHTS_ID}_{TAG}.weights.h5"
@@ -379,22 +488,23 @@ def test_mirror_file_larger_than_its_recorded_size_is_refused(server, cache, tmp
                         size=len(data))
     load_by_tag()  # the original is got instead
     assert server.requests[mirror] == 1 and server.requests["/checkpoint.pth"] == 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def _fetch_script(url, gdrive_url=None, before=""):
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, for conftest
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = [here, os.path.dirname(here), os.path.join(os.path.dirname(here), "helpers")]
     return textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {tests_dir!r})
+        sys.path[:0] = {paths!r}
         {before}
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); from test_weights_download import register_test_entry
-        from keras_pf.weights import cache as weights_cache, download
+        from test_weights_download import register_test_entry
+        from keras_pf.weights import cache, download
         if {gdrive_url!r}:
             download.GDRIVE_URL = {gdrive_url!r}
         register_test_entry({url!r})
         try:
-            print(weights_cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
+            print(cache.fetch({WEIGHTS_ID!r}, "imagenet", progress=False))
         except OSError as error:
             print("ERROR", error)
             sys.exit(1)
@@ -402,7 +512,11 @@ def _fetch_script(url, gdrive_url=None, before=""):
 
 
 def _env(cache, **extra):
-    return dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    """The child's environment: the test's cache, and a TMPDIR of its own beside it."""
+    tmpdir = cache.parent.parent.parent / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, KERAS_HOME=str(cache.parent.parent), TF_CPP_MIN_LOG_LEVEL="3",
+                TMPDIR=str(tmpdir), **extra)
 
 
 def _wait_for(condition, timeout=120):
@@ -424,16 +538,28 @@ def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(server, cach
     server.mode = "trickle"
     proc = subprocess.Popen([sys.executable, "-c", _fetch_script(url, gdrive_url)], env=_env(cache),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from keras_pf import tempfiles
+
+    unnamed = tempfiles.unnamed_in(tempfile.gettempdir()) is not None
+    private = os.path.join(cache.parent.parent.parent, "tmp", f"keras_pf-{os.getuid()}")
     try:
-        # mid-download: the server is sending, the temporary files exist
+        # mid-download: the server is sending; the temporary files exist (named ones in
+        # the cache only where the filesystem has no unnamed files)
         assert _wait_for(lambda: server.requests["/checkpoint.pth"] + server.requests["/drive/abc"]
-                         and any(p.name.startswith((".tmp_", ".gdown-")) for p in cache.iterdir()))
+                         and (os.path.isdir(private) and os.listdir(private) if unnamed else
+                              any(p.name.startswith((".tmp_", ".gdown-")) for p in cache.iterdir())))
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     left = cache_files(cache)
-    assert left and f"{WEIGHTS_ID}_{TAG}.weights.h5" not in left
+    if unnamed:
+        assert left == [], left  # nothing in the cache: the download was unnamed
+        assert os.listdir(private)  # its private folder, until the next run
+        tempfiles.remove_dead(private)
+        assert os.listdir(private) == []
+    else:
+        assert left and f"{WEIGHTS_ID}_{TAG}.weights.h5" not in left
     server.mode = "ok"
     from keras_pf.weights import download
 
@@ -443,11 +569,11 @@ def test_leftovers_of_a_killed_download_are_removed_by_the_next_run(server, cach
         load_by_tag()
     finally:
         download.GDRIVE_URL = saved
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_leftovers_of_another_file_in_flight_are_not_touched(server, cache):
-    from keras_pf.weights import download
+    from keras_pf.weights import cache as weights_cache
 
     register_test_entry(server.url + "/checkpoint.pth")
     cache.mkdir(parents=True)
@@ -477,11 +603,12 @@ def test_gdown_download_converts_and_caches(server, cache, monkeypatch):
     register_test_entry("gdrive:abc")
     load_by_tag()
     assert server.requests["/drive/abc"] >= 1
-    assert cache_files(cache) == [f"{WEIGHTS_ID}_{TAG}.weights.h5"]
+    assert cache_files(cache) == CACHED
 
 
 def test_waiting_for_a_lock_held_by_another_process_says_so_and_gives_up(cache, monkeypatch, capsys):
-    from keras_pf.weights import cache as weights_cache, download, registry
+    from keras_pf.weights import cache as weights_cache
+    from keras_pf.weights import download
 
     register_test_entry("http://127.0.0.1:9/never-used.pth")
     path = weights_cache.weights_path(WEIGHTS_ID, TAG)
