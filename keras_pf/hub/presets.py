@@ -23,6 +23,7 @@ import os
 import keras
 
 from keras_pf._compat import keras_hub as _compat
+from keras_pf.files import atomic_folder
 from keras_pf.models import resolve
 from keras_pf.hub.weights import write_pointer
 from keras_pf.weights import registry
@@ -247,9 +248,8 @@ def write_hub_preset(model_name, output, weights="default", input_size=None):
     default) as a keras-hub preset folder `output`, weights included: the backbone, an
     ImageClassifier head and the preprocessor with the weights' evaluation transform,
     ready for `from_preset(output)` and keras-hub's `upload_preset`. Written through a
-    temporary folder beside `output`, renamed into place: whole or not at all. Returns
+    temporary folder, moved into place when complete: whole or not at all. Returns
     the classifier task."""
-    import shutil
 
     family, _, weights_id = model_family(model_name)
     output = _check_output(output)
@@ -269,14 +269,8 @@ def write_hub_preset(model_name, output, weights="default", input_size=None):
     task = build_classifier(backbone, transform)
     task.output_dense.set_weights(model.get_layer("predictions").get_weights())
 
-    temporary = f"{output}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
+    # built in the private temporary folder, moved into place whole (a kill leaves
+    # nothing beside `output`; an empty folder there, checked above, is replaced)
+    with atomic_folder(output) as temporary:
         task.save_to_preset(temporary)
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty, checked above
-        os.rename(temporary, output)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return task
