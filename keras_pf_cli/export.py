@@ -1,5 +1,8 @@
 """`keras-pf export`: a named model or a saved `.keras` file to a mobile `.tflite` file
-(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check."""
+(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check.
+A saved segmenter (a model with `(batch, H, W, classes)` outputs, e.g. keras-hub's
+`DeepLabV3ImageSegmenter`) goes through `keras_pf.hub.mobile.export_segmenter`
+(MediaPipe ImageSegmenter metadata)."""
 
 import argparse
 import os
@@ -9,7 +12,9 @@ from keras_pf_cli.args import one_of
 
 def add_arguments(parser):
     parser.add_argument("model", help="a keras_pf model name (keras_pf.MODELS), e.g. PFResNet50Max, "
-                                      "or a saved .keras model (e.g. finetune's runs/ft/model.keras)")
+                                      "or a saved .keras model (e.g. finetune's runs/ft/model.keras, "
+                                      "or a keras-hub DeepLabV3ImageSegmenter: segmenter metadata "
+                                      "for MediaPipe's ImageSegmenter)")
     parser.add_argument("--weights", default=None,
                         help="named models: weights tag, .weights.h5 or .pth file; 'none' for "
                              "random (default: the model's own default)")
@@ -94,6 +99,17 @@ def run(args):
         model = resolve.constructor(args.model)(**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
+    # a saved segmenter (e.g. keras-hub's DeepLabV3ImageSegmenter): (batch, H, W, classes) scores
+    segmenter = saved and isinstance(model.output_shape, tuple) and len(model.output_shape) == 4
+    if segmenter and fmt == "litert":
+        if not args.include_preprocessing:
+            raise ValueError(f"{args.model} is a segmenter: its file normalizes inside the graph "
+                             "(MediaPipe's ImageSegmenter cannot normalize per channel); drop "
+                             "--no-include-preprocessing")
+        try:
+            from keras_pf.hub.mobile import export_segmenter
+        except ImportError as error:  # keras_pf.hub names the extra in one line
+            raise ValueError(str(error)) from None
     if fmt != "litert":
         return _run_server_export(args, model, labels, size, input_dtype)
     images = held_out = None
@@ -104,12 +120,17 @@ def run(args):
         print(f"calibration/check images: {note}")
         if args.check:
             images, held_out = split_held_out(images, CHECK_IMAGES)
-    path = export_tflite(model, args.output, args.precision,
-                         calibration=images,
-                         include_preprocessing=args.include_preprocessing,
-                         num_calibration=args.num_calibration, input_dtype=input_dtype,
-                         labels=labels, metadata=args.metadata,
-                         float_fallback=args.float_fallback)
+    if segmenter:
+        path = export_segmenter(model, args.output, args.precision, calibration=images, labels=labels,
+                                num_calibration=args.num_calibration, input_dtype=input_dtype,
+                                float_fallback=args.float_fallback, metadata=args.metadata)
+    else:
+        path = export_tflite(model, args.output, args.precision,
+                             calibration=images,
+                             include_preprocessing=args.include_preprocessing,
+                             num_calibration=args.num_calibration, input_dtype=input_dtype,
+                             labels=labels, metadata=args.metadata,
+                             float_fallback=args.float_fallback)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     if os.path.exists(labels_path(path)):
         print(f"wrote {labels_path(path)}")
@@ -130,9 +151,12 @@ def run(args):
         reports = [check_tflite(model, path, check_images, args.include_preprocessing)]
         if args.precision != "float32":  # the float32 file beside it, for reference
             with temp_dir() as tmp:
-                ref = export_tflite(model, os.path.join(tmp, "float32.tflite"),
-                                    include_preprocessing=args.include_preprocessing,
-                                    input_dtype=input_dtype, metadata=False, labels=labels)
+                ref = os.path.join(tmp, "float32.tflite")
+                if segmenter:
+                    export_segmenter(model, ref, input_dtype=input_dtype, metadata=False)
+                else:
+                    export_tflite(model, ref, include_preprocessing=args.include_preprocessing,
+                                  input_dtype=input_dtype, metadata=False, labels=labels)
                 reports.insert(0, check_tflite(model, ref, check_images, args.include_preprocessing))
         print(format_check(reports))
         if reports[-1]["dynamic_ops"]:

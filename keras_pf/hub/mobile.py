@@ -69,20 +69,47 @@ def build_segmenter_metadata(*, name, description, version, author, license, lab
     return bytes(builder.Output())
 
 
+def check_normalization(segmenter):
+    """Raise ValueError when `segmenter` carries a keras-hub preprocessor whose image
+    converter normalizes otherwise than ImageNet's mean/std (`keras_pf.preprocess_input`,
+    what the file does inside its graph): its file would be fed the wrong input."""
+    import numpy as np
+
+    from keras_pf.hub.image_converter import IMAGENET_OFFSET, IMAGENET_SCALE
+
+    converter = getattr(getattr(segmenter, "preprocessor", None), "image_converter", None)
+    if converter is None:
+        return
+    for name, expected in (("scale", IMAGENET_SCALE), ("offset", IMAGENET_OFFSET)):
+        value = getattr(converter, name, None)
+        if value is None:
+            continue
+        value = np.broadcast_to(np.asarray(value, "float64").reshape(-1), (3,))
+        if not np.allclose(value, expected, rtol=1e-4, atol=1e-6):
+            raise ValueError(
+                f"{segmenter.name}'s preprocessor normalizes with {name}={value.tolist()}, not "
+                f"ImageNet's mean/std ({name}={[round(v, 5) for v in expected]}), which the exported "
+                "file applies inside its graph; train on keras_pf.preprocess_input-normalized "
+                "images (or keras_pf.hub's image converters) to export for MediaPipe")
+
+
 def export_segmenter(segmenter, path, precision="float32", calibration=None, labels=None,
-                     num_calibration=100, input_dtype="float32", model_info=None, float_fallback=True):
+                     num_calibration=100, input_dtype="float32", model_info=None, float_fallback=True,
+                     metadata=True):
     """Write `segmenter` (e.g. keras-hub's `DeepLabV3ImageSegmenter`, or any model from
     one fixed-size image to `(H, W, classes)` scores, trained on
     `keras_pf.preprocess_input`-normalized images) as a MediaPipe-ready `.tflite` file;
     returns `path`. `labels`: one class name per output channel (default "class_0", ...).
+    `metadata=False` writes no TFLite metadata (the labels then only beside the file).
     Other arguments as `keras_pf.mobile.export.export_tflite`."""
     from keras_pf.mobile.export import DEFAULT_LICENSE, export_tflite
     from keras_pf.mobile.labels import labels_path
 
-    classes = segmenter.output_shape[-1]
-    if len(segmenter.output_shape) != 4:
+    if not isinstance(segmenter.output_shape, tuple) or len(segmenter.output_shape) != 4:
         raise ValueError(f"a segmenter outputs (batch, height, width, classes); {segmenter.name} "
                          f"outputs {segmenter.output_shape}")
+    classes = segmenter.output_shape[-1]
+    check_normalization(segmenter)
     labels = [f"class_{i}" for i in range(classes)] if labels is None else [str(v) for v in labels]
     if len(labels) != classes or any(not v or "\n" in v for v in labels):
         raise ValueError(f"labels: {classes} non-empty one-line names needed (one per output channel); "
@@ -97,9 +124,10 @@ def export_segmenter(segmenter, path, precision="float32", calibration=None, lab
                             "(ImageNet normalization inside the graph)."),
             "version": keras_pf.__version__, "author": "keras_pf", "license": DEFAULT_LICENSE}
     info.update(model_info or {})
-    with open(path, "rb") as f:
-        content = f.read()
-    metadata = build_segmenter_metadata(labels=labels, input_dtype=input_dtype, **info)
-    write_atomic(path, tflite_metadata.attach_metadata(content, metadata, labels))
+    if metadata:
+        with open(path, "rb") as f:
+            content = f.read()
+        packed = build_segmenter_metadata(labels=labels, input_dtype=input_dtype, **info)
+        write_atomic(path, tflite_metadata.attach_metadata(content, packed, labels))
     write_atomic(labels_path(path), "\n".join(labels) + "\n")
     return path

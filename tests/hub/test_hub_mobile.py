@@ -4,6 +4,8 @@ loads and runs, giving Keras' category mask. MediaPipe runs in the interpreter n
 KERAS_PF_MEDIAPIPE_PYTHON (skipped without it, failed under CI=true), as in
 tests/mobile/test_mobile.py."""
 
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -43,11 +45,36 @@ def pixels():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny ResNet segmenter's file, exported once for this module's tests."""
+def exported_by_cli(tmp_path_factory):
+    """A tiny ResNet segmenter saved as a user saves one after fit (`.keras`, with
+    finetune's class_names.json beside it) and exported once, for this module's tests,
+    by `keras-pf export --check` (which runs export_segmenter); returns the model, the
+    file and what the command printed."""
+    from keras_pf_cli import main
+
     model = segmenter("resnet")
-    path = export_segmenter(model, tmp_path_factory.mktemp("resnet") / "seg.tflite", labels=LABELS)
-    return model, path
+    folder = tmp_path_factory.mktemp("resnet")
+    model.save(folder / "seg.keras")
+    (folder / "class_names.json").write_text(json.dumps(LABELS))
+    path = folder / "seg.tflite"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["export", str(folder / "seg.keras"), "-o", str(path), "--check"])
+    assert code == 0 and path.exists(), printed.getvalue()
+    return model, path, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(exported_by_cli):
+    return exported_by_cli[:2]
+
+
+def test_cli_exports_a_saved_segmenter_and_checks_it(exported_by_cli):
+    printed = exported_by_cli[2]
+    assert "| seg.tflite |" in printed and "pixel agreement" in printed, printed
+    row = next(line for line in printed.splitlines() if line.startswith("| seg.tflite |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "100.0%" and cells[6] == "none" and cells[7] == "none", row  # argmax, dynamic ops, XNNPACK
 
 
 def check_export(model, path, pixels):
@@ -89,3 +116,42 @@ def test_segmenter_runs_in_mediapipe_image_segmenter(exported, pixels, tmp_path)
     assert mediapipe_mask.shape == keras_mask.shape
     agreement = (mediapipe_mask == keras_mask).mean()
     assert agreement > 0.99, agreement  # ties between near-equal logits may flip a few pixels
+
+
+def test_cli_refuses_a_segmenter_without_in_graph_normalization(exported_by_cli, capsys):
+    from keras_pf_cli import main
+
+    saved = exported_by_cli[1].with_suffix(".keras")
+    out = saved.with_name("bad.tflite")
+    assert main(["export", str(saved), "--no-include-preprocessing", "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "segmenter" in error[0] and "--no-include-preprocessing" in error[0], error
+    assert not out.exists()
+
+
+@pytest.mark.slow  # three more exports (~10 s each on 2 cores)
+@pytest.mark.parametrize("precision", ["float16", "dynamic", "int8"])
+def test_cli_exports_a_saved_segmenter_at_every_precision(exported_by_cli, precision, tmp_path, capsys):
+    from keras_pf.mobile.check import weight_dtypes
+    from keras_pf_cli import main
+
+    model, path, _ = exported_by_cli
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    from PIL import Image
+
+    for i, image in enumerate(make_dataset(8, seed=3)[0]):
+        Image.fromarray(image.astype("uint8")).save(calibration / f"{i}.png")
+    out = tmp_path / f"seg_{precision}.tflite"
+    code = main(["export", str(path.with_suffix(".keras")), "--precision", precision, "-o", str(out),
+                 "--calibration", str(calibration), "--num-calibration", "4", "--check"])
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0 and out.exists(), printed + captured.err
+    kinds = {k for v in weight_dtypes(str(out)).values() for k in v}
+    assert {"float16": "float16", "dynamic": "int8", "int8": "int8"}[precision] in kinds, kinds
+    row = next(line for line in printed.splitlines() if line.startswith(f"| {out.name} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[4].rstrip("%")) > 90 and cells[6] == "none", row  # argmax agreement, builtins
+    meta = read_metadata(str(out))
+    assert meta["files"]["labels.txt"].decode().split() == LABELS
