@@ -155,3 +155,73 @@ def test_cli_exports_a_saved_segmenter_at_every_precision(exported_by_cli, preci
     assert float(cells[4].rstrip("%")) > 90 and cells[6] == "none", row  # argmax agreement, builtins
     meta = read_metadata(str(out))
     assert meta["files"]["labels.txt"].decode().split() == LABELS
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """A tiny RetinaNet on a tiny PF ResNet whose heads' last layers are scaled down
+    (box deltas ~0.3, logits ~1), so that its predict() keeps boxes of many scores and
+    sizes inside the image: random heads give exp(deltas) of 1e6 and saturated
+    sigmoids, where NMS order is a matter of ties."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras_hub.models.RetinaNetObjectDetector(
+        backbone=keras_hub.models.RetinaNetBackbone(image_encoder=tiny_backbone("resnet"), min_level=3,
+                                                    max_level=7, use_p5=False, image_shape=(SIZE, SIZE, 3)),
+        num_classes=3, bounding_box_format="xyxy")
+    model.prediction_decoder = keras_hub.layers.NonMaxSuppression(
+        bounding_box_format="xyxy", from_logits=True, confidence_threshold=0.45, iou_threshold=0.5,
+        max_detections=20)
+    for head, scale in ((model.box_head, 0.01), (model.classification_head, 0.05)):
+        kernel, bias = head.weights[-2:]
+        kernel.assign(kernel * scale)
+        bias.assign(bias * 0)
+    return model
+
+
+def keras_detections(detector, pixels):
+    predicted = detector.predict(keras_pf.preprocess_input(pixels.astype("float32")), verbose=0)
+    assert (np.asarray(predicted["num_detections"]) > 3).all()  # something to compare
+    return {k: np.asarray(v) for k, v in predicted.items()}
+
+
+@pytest.mark.slow  # a RetinaNet export and predict()'s NMS tracing (~20 s)
+def test_detector_heads_file_decoded_by_decode_detections_matches_keras_predict(detector, pixels, tmp_path):
+    from keras_pf.hub.mobile import anchors_path, decode_detections, export_detector
+
+    path = export_detector(detector, tmp_path / "det.tflite", labels=["a", "b", "c"])
+    ops = set(tflite_ops(path))
+    assert not {op for op in ops if op.startswith("Flex") or op == "CUSTOM"}, ops
+    assert set(undelegated_ops(path)) <= {"TILE"}  # keras-hub FPN's nearest upsampling
+    heads = run_tflite(path, pixels.astype("float32"))
+    expected = keras_detections(detector, pixels)
+    anchors = np.load(anchors_path(path))
+    assert open(str(path).replace(".tflite", ".labels.txt")).read().split() == ["a", "b", "c"]
+    for i, head in enumerate(heads):
+        got = decode_detections(head, anchors, (SIZE, SIZE), "xyxy", iou_threshold=0.5,
+                                confidence_threshold=0.45, max_detections=20)
+        assert got["num_detections"] == expected["num_detections"][i]
+        np.testing.assert_array_equal(got["labels"], expected["labels"][i])
+        np.testing.assert_allclose(got["confidence"], expected["confidence"][i], atol=1e-4)
+        np.testing.assert_allclose(got["boxes"], expected["boxes"][i], atol=1e-2)
+
+
+@pytest.mark.slow  # a RetinaNet export with the NMS and predict()'s tracing (~20 s)
+def test_detector_file_with_decoding_and_nms_matches_keras_predict(detector, pixels, tmp_path):
+    from keras_pf.hub.mobile import export_detector, run_detector_file
+    from keras_pf.mobile.check import dynamic_ops
+
+    path = export_detector(detector, tmp_path / "det.tflite", postprocess=True)
+    ops = set(tflite_ops(path))
+    assert "NON_MAX_SUPPRESSION_V5" in ops and not {op for op in ops if op.startswith("Flex") or op == "CUSTOM"}
+    assert dynamic_ops(path) == []
+    got = run_detector_file(path, pixels)
+    expected = keras_detections(detector, pixels)
+    np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+    np.testing.assert_allclose(got["confidence"], expected["confidence"], atol=1e-4)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-2)
