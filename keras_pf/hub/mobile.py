@@ -386,17 +386,17 @@ def anchors_path(path):
 
 
 def export_detector(detector, path, precision="float32", calibration=None, labels=None,
-                    num_calibration=100, input_dtype="float32", float_fallback=True, postprocess=False):
+                    num_calibration=100, input_dtype="float32", float_fallback=True, postprocess=True):
     """Write keras-hub's `RetinaNetObjectDetector` (on any backbone, fixed input size,
     trained on `keras_pf.preprocess_input`-normalized images) as a builtins-only `.tflite`
     file; returns `path`. The file takes RGB pixels in [0, 255] (ImageNet normalization
     inside the graph).
 
-    `postprocess=False` (default): the network up to its heads' raw outputs, one
+    `postprocess=False`: the network up to its heads' raw outputs, one
     `(1, anchors, 4 + classes)` tensor, box deltas then class logits per anchor in the
     order of `detector_anchors`; every op runs in XNNPACK except what keras-hub's FPN
     upsampling needs. The app decodes with `decode_detections` (numpy).
-    `postprocess=True`: keras-hub's decoding and NMS inside the file
+    `postprocess=True` (default): keras-hub's decoding and NMS inside the file
     (`detector_postprocess_model`): outputs `boxes`, `confidence`, `labels`,
     `num_detections` as `predict` gives them; the NMS is TFLite's builtin
     NON_MAX_SUPPRESSION_V5, run by TFLite's own kernel (XNNPACK has none), with the
@@ -448,3 +448,35 @@ def run_detector_file(path, pixels):
     results = [runner(**{runner.get_input_details().popitem()[0]: image[None]})
                for image in (pixels if pixels.ndim == 4 else pixels[None])]
     return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+
+
+def is_detector(model):
+    """Whether `model` outputs RetinaNet's heads (`bbox_regression`, `cls_logits`)."""
+    outputs = getattr(model, "output", None)
+    return isinstance(outputs, dict) and set(outputs) == {"bbox_regression", "cls_logits"}
+
+
+def check_detector(detector, path, pixels, postprocess=True):
+    """How faithful a detector file is to `detector` on `pixels` (RGB in [0, 255]): a
+    `keras_pf.mobile.check.check_tflite`-style report (`format_check` prints it). Raw
+    heads: the heads' outputs compared. With decoding and NMS: keras-hub's `predict`
+    against the file; `detection_agreement` is the fraction of images with the same
+    number of detections and labels, the diffs are over their boxes (pixels)."""
+    import numpy as np
+
+    from keras_pf.mobile import check
+    from keras_pf.models.imagenet import preprocess_input
+
+    pixels = np.asarray(pixels, "float32")
+    if not postprocess:
+        return check.check_tflite(detector_head_model(detector), path, pixels, include_preprocessing=True)
+    expected = {k: np.asarray(v) for k, v in
+                detector.predict(preprocess_input(pixels), verbose=0).items()}
+    got = run_detector_file(path, pixels)
+    same = (got["num_detections"] == expected["num_detections"]) & \
+        (got["labels"] == expected["labels"]).all(-1)
+    diff = np.abs(got["boxes"][same] - expected["boxes"][same]) if same.any() else np.full(1, np.inf)
+    return {"path": os.fspath(path), "size_bytes": os.path.getsize(path), "images": len(pixels),
+            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "detection_agreement": float(same.mean()), "dynamic_ops": check.dynamic_ops(path),
+            "undelegated_ops": check.undelegated_ops(path), "weight_dtypes": check.weight_dtypes(path)}

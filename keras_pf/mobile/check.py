@@ -210,12 +210,13 @@ def check_tflite(model, path, images, include_preprocessing=False):
 
 def format_check(reports):
     """A Markdown table of `check_tflite` reports (one row per file)."""
-    pixels = any("pixel_agreement" in r for r in reports)
-    rows = [f"| file | size (KB) | max abs diff | mean abs diff | {'pixel' if pixels else 'top-1'} agreement | weights "
+    kind = ("pixel" if any("pixel_agreement" in r for r in reports) else
+            "detection" if any("detection_agreement" in r for r in reports) else "top-1")
+    rows = [f"| file | size (KB) | max abs diff | mean abs diff | {kind} agreement | weights "
             "| dynamic ops | ops outside XNNPACK |",
             "|---|---|---|---|---|---|---|---|"]
     for r in reports:
-        agreement = r.get("top1_agreement", r.get("pixel_agreement"))
+        agreement = r.get("top1_agreement", r.get("pixel_agreement", r.get("detection_agreement")))
         agreement = "-" if agreement is None else f"{100 * agreement:.1f}%"
         weights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in r["weight_dtypes"].items())
         outside = ", ".join(f"{k} x{n}" for k, n in sorted(r["undelegated_ops"].items())) or "none"

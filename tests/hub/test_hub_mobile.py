@@ -225,3 +225,27 @@ def test_detector_file_with_decoding_and_nms_matches_keras_predict(detector, pix
     np.testing.assert_array_equal(got["labels"], expected["labels"])
     np.testing.assert_allclose(got["confidence"], expected["confidence"], atol=1e-4)
     np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-2)
+
+
+@pytest.mark.slow  # two RetinaNet exports, checked against predict() (~30 s)
+def test_cli_exports_a_saved_detector_with_and_without_nms(detector, tmp_path, capsys):
+    from keras_pf.hub.mobile import anchors_path
+    from keras_pf_cli import main
+
+    detector.save(tmp_path / "det.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
+    for extra, name in (([], "det.tflite"), (["--raw-heads"], "heads.tflite")):
+        out = tmp_path / name
+        code = main(["export", str(tmp_path / "det.keras"), "-o", str(out), "--check", *extra])
+        captured = capsys.readouterr()
+        assert code == 0 and out.exists() and os.path.exists(anchors_path(out)), captured.out + captured.err
+        row = next(line for line in captured.out.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[6] == "none", row  # no dynamic-shape ops
+        if extra:  # the heads against Keras' heads
+            assert float(cells[2]) < 1e-3 and cells[4] == "-", row
+        else:  # keras-hub's predict() against the file: same detections on every image
+            assert cells[4] == "100.0%" and float(cells[2]) < 1e-2, row
+    assert main(["export", str(tmp_path / "det.keras"), "--no-include-preprocessing",
+                 "-o", str(tmp_path / "x.tflite")]) == 2
+    assert "detector" in capsys.readouterr().err
