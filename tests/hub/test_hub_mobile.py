@@ -193,7 +193,7 @@ def keras_detections(detector, pixels):
 def test_detector_heads_file_decoded_by_decode_detections_matches_keras_predict(detector, pixels, tmp_path):
     from keras_pf.hub.mobile import anchors_path, decode_detections, export_detector
 
-    path = export_detector(detector, tmp_path / "det.tflite", labels=["a", "b", "c"])
+    path = export_detector(detector, tmp_path / "det.tflite", labels=["a", "b", "c"], postprocess=False)
     ops = set(tflite_ops(path))
     assert not {op for op in ops if op.startswith("Flex") or op == "CUSTOM"}, ops
     assert set(undelegated_ops(path)) <= {"TILE"}  # keras-hub FPN's nearest upsampling
@@ -251,3 +251,22 @@ def test_cli_exports_a_saved_detector_with_and_without_nms(detector, tmp_path, c
     assert main(["export", str(tmp_path / "det.keras"), "--no-include-preprocessing",
                  "-o", str(tmp_path / "x.tflite")]) == 2
     assert "detector" in capsys.readouterr().err
+
+
+def test_a_segmenter_whose_preprocessor_normalizes_otherwise_is_refused(exported, tmp_path):
+    from keras_pf.hub.image_converter import IMAGENET_OFFSET, IMAGENET_SCALE
+    from keras_pf.hub.mobile import check_normalization
+
+    model = exported[0]
+    kept = model.preprocessor
+    try:
+        model.preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(
+            image_converter=keras_hub.layers.ImageConverter(scale=1 / 255.0))
+        with pytest.raises(ValueError, match="not ImageNet's mean/std"):
+            export_segmenter(model, tmp_path / "bad.tflite")
+        assert not (tmp_path / "bad.tflite").exists()
+        model.preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(
+            image_converter=keras_hub.layers.ImageConverter(scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET))
+        check_normalization(model)  # ImageNet's own: accepted
+    finally:
+        model.preprocessor = kept
