@@ -3,6 +3,8 @@
 import contextlib
 import errno
 import os
+import secrets
+import shutil
 import tempfile
 
 # A full disk (or a file-size limit): the OS's message names no file.
@@ -90,3 +92,46 @@ def write_atomic(path, content):
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         f.write(content if isinstance(content, bytes) else content.encode())
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield an empty temporary folder; on success it becomes `path` (a previous folder
+    there is replaced), on any failure it is removed. It is built in this process's
+    private folder (`keras_pf.tempfiles`: a kill leaves it there, removed by the next
+    run) and moved beside `path` only when complete (renamed where the filesystem is the
+    same, else copied), then renamed into place."""
+    from keras_pf import tempfiles
+
+    path = os.path.abspath(os.fspath(path).rstrip("/" + os.sep))
+    directory, base = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    with tempfiles.private_dir("folder-") as private:
+        tmp = os.path.join(private, base)
+        os.mkdir(tmp)
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # as a plain folder, not the private one's 0700
+        staged = os.path.join(directory, f".tmp_{secrets.token_hex(4)}{base}")
+        try:
+            try:
+                os.rename(tmp, staged)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                shutil.copytree(tmp, staged)
+            if os.path.exists(path):
+                old = tempfile.mkdtemp(dir=directory, prefix=".tmp_old_", suffix=base)
+                os.rename(path, os.path.join(old, base))
+                os.rename(staged, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(staged, path)
+        finally:
+            if os.path.exists(staged):
+                shutil.rmtree(staged, ignore_errors=True)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -22,6 +22,7 @@ COMMANDS = {
     "gradcam": ("gradcam", "write a Grad-CAM heat map of the top class over an image as PNG"),
     "weights": ("weights", "list, download, import or verify published weights; hash your own"),
     "export": ("export", "export a model: .tflite (float32/float16/dynamic/int8), ONNX, OpenVINO or SavedModel"),
+    "hub-preset": ("hub_preset", "write a model as a keras-hub preset folder (backbone, classifier, preprocessor)"),
 }
 
 

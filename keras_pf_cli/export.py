@@ -1,5 +1,9 @@
 """`keras-pf export`: a named model or a saved `.keras` file to a mobile `.tflite` file
-(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check."""
+(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check.
+A saved segmenter (a model with `(batch, H, W, classes)` outputs, e.g. keras-hub's
+`DeepLabV3ImageSegmenter`) goes through `keras_pf.hub.mobile.export_segmenter`
+(MediaPipe ImageSegmenter metadata), a saved `RetinaNetObjectDetector` through
+`export_detector`."""
 
 import argparse
 import os
@@ -9,7 +13,10 @@ from keras_pf_cli.args import one_of
 
 def add_arguments(parser):
     parser.add_argument("model", help="a keras_pf model name (keras_pf.MODELS), e.g. PFResNet50Max, "
-                                      "or a saved .keras model (e.g. finetune's runs/ft/model.keras)")
+                                      "or a saved .keras model (e.g. finetune's runs/ft/model.keras, "
+                                      "or a keras-hub DeepLabV3ImageSegmenter: segmenter metadata "
+                                      "for MediaPipe's ImageSegmenter; or a RetinaNetObjectDetector: "
+                                      "decoding and NMS in the file, anchors beside)")
     parser.add_argument("--weights", default=None,
                         help="named models: weights tag, .weights.h5 or .pth file; 'none' for "
                              "random (default: the model's own default)")
@@ -38,6 +45,11 @@ def add_arguments(parser):
     parser.add_argument("--logits", action="store_true",
                         help="output logits instead of softmax probabilities (the check "
                              "then compares logits, which shows errors more plainly)")
+    parser.add_argument("--raw-heads", action="store_true",
+                        help="a saved detector (RetinaNetObjectDetector): write its heads' raw "
+                             "outputs, decoded by the app (keras_pf.hub.mobile.decode_detections "
+                             "with the .anchors.npy written beside), instead of keras-hub's box "
+                             "decoding and NMS inside the file (default)")
     parser.add_argument("--no-metadata", dest="metadata", action="store_false",
                         help="write no TFLite metadata (labels then only in the .labels.txt)")
     parser.add_argument("--format", default="litert",
@@ -94,6 +106,23 @@ def run(args):
         model = resolve.constructor(args.model)(**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
+    # a saved segmenter (e.g. keras-hub's DeepLabV3ImageSegmenter): (batch, H, W, classes) scores
+    segmenter = saved and isinstance(model.output_shape, tuple) and len(model.output_shape) == 4
+    # a saved RetinaNet-style detector (keras-hub's RetinaNetObjectDetector): its heads' outputs
+    detector = (saved and isinstance(model.output, dict)
+                and set(model.output) == {"bbox_regression", "cls_logits"})
+    if getattr(args, "raw_heads", False) and not detector:
+        raise ValueError(f"--raw-heads is for detectors (RetinaNetObjectDetector); {args.model} is not one")
+    if (segmenter or detector) and fmt == "litert":
+        kind = "segmenter" if segmenter else "detector"
+        if not args.include_preprocessing:
+            raise ValueError(f"{args.model} is a {kind}: its file normalizes inside the graph "
+                             "(as MediaPipe needs, which cannot normalize per channel); drop "
+                             "--no-include-preprocessing")
+        try:
+            from keras_pf.hub.mobile import anchors_path, check_detector, export_detector, export_segmenter
+        except ImportError as error:  # keras_pf.hub names the extra in one line
+            raise ValueError(str(error)) from None
     if fmt != "litert":
         return _run_server_export(args, model, labels, size, input_dtype)
     images = held_out = None
@@ -104,15 +133,27 @@ def run(args):
         print(f"calibration/check images: {note}")
         if args.check:
             images, held_out = split_held_out(images, CHECK_IMAGES)
-    path = export_tflite(model, args.output, args.precision,
-                         calibration=images,
-                         include_preprocessing=args.include_preprocessing,
-                         num_calibration=args.num_calibration, input_dtype=input_dtype,
-                         labels=labels, metadata=args.metadata,
-                         float_fallback=args.float_fallback)
+    if detector:
+        postprocess = not args.raw_heads
+        path = export_detector(model, args.output, args.precision, calibration=images, labels=labels,
+                               num_calibration=args.num_calibration, input_dtype=input_dtype,
+                               float_fallback=args.float_fallback, postprocess=postprocess)
+    elif segmenter:
+        path = export_segmenter(model, args.output, args.precision, calibration=images, labels=labels,
+                                num_calibration=args.num_calibration, input_dtype=input_dtype,
+                                float_fallback=args.float_fallback, metadata=args.metadata)
+    else:
+        path = export_tflite(model, args.output, args.precision,
+                             calibration=images,
+                             include_preprocessing=args.include_preprocessing,
+                             num_calibration=args.num_calibration, input_dtype=input_dtype,
+                             labels=labels, metadata=args.metadata,
+                             float_fallback=args.float_fallback)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     if os.path.exists(labels_path(path)):
         print(f"wrote {labels_path(path)}")
+    if detector:
+        print(f"wrote {anchors_path(path)}")
     if args.check:
         check_images = held_out if held_out is not None else images
         if held_out is not None:
@@ -127,13 +168,23 @@ def run(args):
             check_images = pixels if args.include_preprocessing else preprocess_input(pixels)
         if args.uint8_input:
             check_images = np.clip(np.round(check_images), 0, 255).astype("uint8")
-        reports = [check_tflite(model, path, check_images, args.include_preprocessing)]
+        def check(file):
+            if detector:
+                return check_detector(model, file, check_images, postprocess)
+            return check_tflite(model, file, check_images, args.include_preprocessing)
+
+        reports = [check(path)]
         if args.precision != "float32":  # the float32 file beside it, for reference
             with temp_dir() as tmp:
-                ref = export_tflite(model, os.path.join(tmp, "float32.tflite"),
-                                    include_preprocessing=args.include_preprocessing,
-                                    input_dtype=input_dtype, metadata=False, labels=labels)
-                reports.insert(0, check_tflite(model, ref, check_images, args.include_preprocessing))
+                ref = os.path.join(tmp, "float32.tflite")
+                if detector:
+                    export_detector(model, ref, input_dtype=input_dtype, postprocess=postprocess)
+                elif segmenter:
+                    export_segmenter(model, ref, input_dtype=input_dtype, metadata=False)
+                else:
+                    export_tflite(model, ref, include_preprocessing=args.include_preprocessing,
+                                  input_dtype=input_dtype, metadata=False, labels=labels)
+                reports.insert(0, check(ref))
         print(format_check(reports))
         if reports[-1]["dynamic_ops"]:
             raise ValueError(f"the file has dynamic-shape/Flex ops: {reports[-1]['dynamic_ops']}")

@@ -79,15 +79,40 @@ def test_the_weights_registry_is_a_leaf():
     assert keras_pf_imports <= {"keras_pf.files", "keras_pf.files.write_atomic"}
 
 
-def test_import_keras_pf_does_not_read_the_command_line():
+HUB_MISSING = 'keras_pf.hub needs keras-hub, which is not installed: pip install "keras_pf[hub]"'
+
+
+def test_import_keras_pf_does_not_read_the_command_line_nor_need_keras_hub():
     source = (ROOT / "keras_pf/__init__.py").read_text()
     assert "sys.argv" not in source
-    # started as the command would start it, the layers are registered all the same
-    code = ("import sys; sys.argv = ['keras-pf']; import keras_pf, keras; "
-            "print(keras.saving.get_registered_object('keras_pf>PositionEmbedding') is not None)")
+    # started as the command would start it, the layers are registered all the same;
+    # keras-hub (an optional extra) blocked as if not installed: keras_pf imports, and
+    # keras_pf.hub is one line naming the extra (one interpreter for both, for time)
+    code = ("import sys; sys.argv = ['keras-pf']; sys.modules['keras_hub'] = None\n"
+            "import keras_pf, keras\n"
+            "print(keras.saving.get_registered_object('keras_pf>PositionEmbedding') is not None)\n"
+            "try:\n    import keras_pf.hub\nexcept ImportError as error:\n    print(error)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
-    assert out.stdout.strip() == "True", out.stderr[-2000:]
+    assert out.stdout.strip().splitlines() == ["True", HUB_MISSING], out.stderr[-2000:]
+
+
+def test_only_keras_pf_hub_imports_keras_hub():
+    """The static half of the check above, for every module (function-level imports
+    too): keras-hub and keras_pf.hub are imported by keras_pf.hub, its private-API
+    wrapper keras_pf/_compat/keras_hub.py, the hub-preset command, and the export command
+    (inside run(), for a saved keras-hub segmenter) only."""
+    allowed = ("keras_pf.hub", "keras_pf._compat.keras_hub", "keras_pf_cli.hub_preset", "keras_pf_cli.export")
+    offenders = []
+    for path in sorted([*(ROOT / "keras_pf").rglob("*.py"), *(ROOT / "keras_pf_cli").rglob("*.py")]):
+        name = _module_name(path)
+        if name == allowed[0] or name.startswith(allowed[0] + ".") or name in allowed:
+            continue
+        hits = {m for m in _imports(path) if m.split(".")[0] == "keras_hub" or m == "keras_pf.hub"
+                or m.startswith("keras_pf.hub.")}
+        if hits:
+            offenders.append(f"{path.relative_to(ROOT)}: {sorted(hits)}")
+    assert not offenders, offenders
 
 
 def test_one_model_resolver():

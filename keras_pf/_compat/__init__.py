@@ -11,4 +11,6 @@ TensorFlow/Keras API (`tests/_compat/test_no_private_api.py` checks the tree).
   MLIR quantizer, the TFLite flatbuffer schema, multi-worker coordination, whether a
   graph is traced for XLA).
 - `tf_keras`: tf_keras 2.21 (Keras 2) MultiHeadAttention internals, for the QAT twin.
+- `keras_hub`: keras-hub 0.32 preset registration (`register_presets`, the preset file
+  names, upload_preset's folder check), for keras_pf.hub; needs keras-hub.
 """

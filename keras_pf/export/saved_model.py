@@ -9,6 +9,7 @@ previous SavedModel there is replaced; any other folder or file is refused).
 import os
 
 from keras_pf.export import common
+from keras_pf.files import atomic_folder
 
 # An output that looks like a file name is most likely a mistake for another format.
 FILE_SUFFIXES = (".onnx", ".xml", ".bin", ".tflite", ".keras", ".h5", ".pb", ".zip", ".json",
@@ -49,7 +50,7 @@ def export_saved_model(model, path, include_preprocessing=False, input_dtype="fl
     labels = common.labels_for(model, labels)
     common.remove_stale_partials(path)
     wrapped = common.prepared_model(model, include_preprocessing, input_dtype, batch_size)
-    with common.atomic_folder(path) as tmp:
+    with atomic_folder(path) as tmp:
         wrapped.export(tmp, format="tf_saved_model", verbose=False,
                        input_signature=common.signature(wrapped))
     common.write_labels(labels_path(path), labels)

@@ -175,7 +175,9 @@ def check_tflite(model, path, images, include_preprocessing=False):
 
     - `max_abs_diff`, `mean_abs_diff`: TFLite vs Keras outputs (for a float32 file
       this should be ~1e-6; reduced precisions are judged by the next two),
-    - `top1_agreement`: fraction of images whose top-1 class matches Keras',
+    - `top1_agreement`: fraction of images whose top-1 class matches Keras'
+      (classifiers); `pixel_agreement`: fraction of pixels whose argmax class matches
+      Keras' (segmenters, `(batch, height, width, classes)` outputs),
     - `dynamic_ops`: shape-computing or Flex ops in the file (should be empty),
     - `undelegated_ops`: `{op: count}` left outside the XNNPACK delegate,
     - `weight_dtypes`, `size_bytes`.
@@ -201,16 +203,21 @@ def check_tflite(model, path, images, include_preprocessing=False):
     }
     if reference.ndim == 2:
         report["top1_agreement"] = float(np.mean(outputs.argmax(-1) == reference.argmax(-1)))
+    elif reference.ndim == 4:
+        report["pixel_agreement"] = float(np.mean(outputs.argmax(-1) == reference.argmax(-1)))
     return report
 
 
 def format_check(reports):
     """A Markdown table of `check_tflite` reports (one row per file)."""
-    rows = ["| file | size (KB) | max abs diff | mean abs diff | top-1 agreement | weights "
+    kind = ("pixel" if any("pixel_agreement" in r for r in reports) else
+            "detection" if any("detection_agreement" in r for r in reports) else "top-1")
+    rows = [f"| file | size (KB) | max abs diff | mean abs diff | {kind} agreement | weights "
             "| dynamic ops | ops outside XNNPACK |",
             "|---|---|---|---|---|---|---|---|"]
     for r in reports:
-        agreement = f"{100 * r['top1_agreement']:.1f}%" if "top1_agreement" in r else "-"
+        agreement = r.get("top1_agreement", r.get("pixel_agreement", r.get("detection_agreement")))
+        agreement = "-" if agreement is None else f"{100 * agreement:.1f}%"
         weights = ", ".join(f"{k}: {'/'.join(v)}" for k, v in r["weight_dtypes"].items())
         outside = ", ".join(f"{k} x{n}" for k, n in sorted(r["undelegated_ops"].items())) or "none"
         rows.append(

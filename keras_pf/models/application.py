@@ -193,6 +193,9 @@ def named_constructor(builder, config, weights_id, title, description, input_not
         )
 
     constructor.__name__ = constructor.__qualname__ = title
+    # what the constructor builds, for code that rebuilds the same network another way
+    # (keras_pf.hub's backbones): the family builder, its arguments, the registry id
+    constructor.builder, constructor.config, constructor.weights_id = builder, dict(config), weights_id
     constructor.__doc__ = BASE_DOCSTRING.format(
         title=title, description=description, input_note=input_note)
     return constructor

@@ -349,7 +349,7 @@ def test_tfds_source_through_the_real_builder_offline(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv", [["--help"], ["weights", "--help"], ["demo", "--help"], ["convert", "--help"],
                                   ["gradcam", "--help"], ["benchmark", "--help"], ["finetune", "--help"],
-                                  ["export", "--help"]])
+                                  ["export", "--help"], ["hub-preset", "--help"]])
 def test_help_does_not_import_tensorflow(argv):
     # Started as the command starts (python -m keras_pf_cli); -X importtime lists every
     # module the interpreter imports on stderr.
