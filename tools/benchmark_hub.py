@@ -48,22 +48,11 @@ def deeplab(backbone, size):
         num_classes=21)
 
 
-def median(call, runs, warmup=2):
-    import numpy as np
-
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def measure(task_name, task, size, batch, runs):
     import keras
     import numpy as np
+
+    from keras_pf.benchmark.profile import median_seconds
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, (batch, size, size, 3)).astype("float32")
@@ -90,7 +79,7 @@ def measure(task_name, task, size, batch, runs):
     task.fit(xs, ys, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
     train = float(np.median(times[2:]))
     one = x[:1]
-    infer = median(lambda: task.predict(one, verbose=0), runs)  # decoding (NMS) included
+    infer = median_seconds(lambda: task.predict(one, verbose=0), runs, warmup=2)  # decoding (NMS) included
     return train, infer
 
 

@@ -23,22 +23,6 @@ def build_segmenter_metadata(*, name, description, version, author, license, lab
                              input_dtype="float32"):
     """The metadata flatbuffer (bytes) of a one-image-in, one-score-map-out segmenter
     whose graph takes RGB pixels in [0, 255]."""
-    image = meta_fb.TensorMetadataT()
-    image.name = "image"
-    image.description = "RGB image, pixel values in [0, 255]."
-    image.content = meta_fb.ContentT()
-    image.content.contentPropertiesType = meta_fb.ContentProperties.ImageProperties
-    image.content.contentProperties = meta_fb.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = meta_fb.ColorSpaceType.RGB
-    if input_dtype != "uint8":
-        unit = meta_fb.ProcessUnitT()
-        unit.optionsType = meta_fb.ProcessUnitOptions.NormalizationOptions
-        unit.options = meta_fb.NormalizationOptionsT()
-        unit.options.mean, unit.options.std = [0.0], [1.0]
-        image.processUnits = [unit]
-    image.stats = meta_fb.StatsT()
-    image.stats.min, image.stats.max = [0.0], [255.0]
-
     masks = meta_fb.TensorMetadataT()
     masks.name = "segmentation_masks"
     masks.description = ("Per-pixel score of each class (logits), (1, height, width, classes); "
@@ -50,23 +34,11 @@ def build_segmenter_metadata(*, name, description, version, author, license, lab
     masks.content.range = meta_fb.ValueRangeT()
     masks.content.range.min, masks.content.range.max = 1, 2  # the height and width axes
     if labels is not None:
-        labels_file = meta_fb.AssociatedFileT()
-        labels_file.name = tflite_metadata.LABELS_FILE
-        labels_file.description = "Class names, one per line, in output channel order."
-        labels_file.type = meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS
-        masks.associatedFiles = [labels_file]
-
-    subgraph = meta_fb.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [masks]
-    model = meta_fb.ModelMetadataT()
-    model.name, model.description, model.version = name, description, version
-    model.author, model.license = author, license
-    model.subgraphMetadata = [subgraph]
-    model.minParserVersion = tflite_metadata.MIN_PARSER_VERSION
-    builder = __import__("flatbuffers").Builder(0)
-    builder.Finish(model.Pack(builder), tflite_metadata.METADATA_IDENTIFIER)
-    return bytes(builder.Output())
+        masks.associatedFiles = [tflite_metadata.labels_file_metadata(
+            "Class names, one per line, in output channel order.")]
+    return tflite_metadata.pack_metadata(
+        tflite_metadata.image_metadata(input_dtype), masks, name=name, description=description,
+        version=version, author=author, license=license)
 
 
 def check_normalization(segmenter):

@@ -31,15 +31,12 @@ def _tflite_schema():
     return tflite_schema()
 
 
-def build_metadata(*, name, description, version, author, license, labels=None,
-                   input_dtype="float32", normalization=(0.0, 1.0), output_kind="probabilities"):
-    """The metadata flatbuffer (bytes) of a one-image-in, one-vector-out classifier.
-
-    `normalization`: `(mean, std)`, scalars or per-channel triples, that turn the
-    input tensor's expected values into what the graph wants: `(0, 1)` when the graph
-    takes RGB pixels in [0, 255] (normalization inside). Ignored for uint8 input, which
-    MediaPipe feeds unchanged.
-    """
+def image_metadata(input_dtype="float32", normalization=(0.0, 1.0)):
+    """The input image's tensor metadata (RGB, pixels in [0, 255]); `normalization`:
+    `(mean, std)`, scalars or per-channel triples, that turn the input tensor's expected
+    values into what the graph wants: `(0, 1)` when the graph takes RGB pixels in
+    [0, 255] (normalization inside). Ignored for uint8 input, which MediaPipe feeds
+    unchanged."""
     image = meta_fb.TensorMetadataT()
     image.name = "image"
     image.content = meta_fb.ContentT()
@@ -59,7 +56,37 @@ def build_metadata(*, name, description, version, author, license, labels=None,
         image.processUnits = [unit]
     image.stats = meta_fb.StatsT()
     image.stats.min, image.stats.max = [0.0], [255.0]
+    return image
 
+
+def labels_file_metadata(description):
+    """The associated labels file of an output tensor (one class name per line)."""
+    labels_file = meta_fb.AssociatedFileT()
+    labels_file.name = LABELS_FILE
+    labels_file.description = description
+    labels_file.type = meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS
+    return labels_file
+
+
+def pack_metadata(image, output, *, name, description, version, author, license):
+    """The metadata flatbuffer (bytes) of a one-image-in, one-tensor-out model."""
+    subgraph = meta_fb.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [image]
+    subgraph.outputTensorMetadata = [output]
+    model = meta_fb.ModelMetadataT()
+    model.name, model.description, model.version = name, description, version
+    model.author, model.license = author, license
+    model.subgraphMetadata = [subgraph]
+    model.minParserVersion = MIN_PARSER_VERSION
+    builder = __import__("flatbuffers").Builder(0)
+    builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def build_metadata(*, name, description, version, author, license, labels=None,
+                   input_dtype="float32", normalization=(0.0, 1.0), output_kind="probabilities"):
+    """The metadata flatbuffer (bytes) of a one-image-in, one-vector-out classifier
+    (`normalization`: see `image_metadata`)."""
     scores = meta_fb.TensorMetadataT()
     scores.name = "probability" if output_kind == "probabilities" else "logits"
     scores.description = ("Softmax probability of each class (they sum to 1)."
@@ -72,23 +99,10 @@ def build_metadata(*, name, description, version, author, license, labels=None,
         scores.stats = meta_fb.StatsT()
         scores.stats.min, scores.stats.max = [0.0], [1.0]
     if labels is not None:
-        labels_file = meta_fb.AssociatedFileT()
-        labels_file.name = LABELS_FILE
-        labels_file.description = "Class names, one per line, in output order."
-        labels_file.type = meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS
-        scores.associatedFiles = [labels_file]
-
-    subgraph = meta_fb.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [scores]
-    model = meta_fb.ModelMetadataT()
-    model.name, model.description, model.version = name, description, version
-    model.author, model.license = author, license
-    model.subgraphMetadata = [subgraph]
-    model.minParserVersion = MIN_PARSER_VERSION
-    builder = __import__("flatbuffers").Builder(0)
-    builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)
-    return bytes(builder.Output())
+        scores.associatedFiles = [labels_file_metadata("Class names, one per line, in output order.")]
+    return pack_metadata(image_metadata(input_dtype, normalization), scores, name=name,
+                         description=description, version=version, author=author,
+                         license=license)
 
 
 def attach_metadata(model_content, metadata, labels=None):
