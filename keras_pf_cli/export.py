@@ -1,9 +1,7 @@
-"""`keras-pf export`: a named model or a saved `.keras` file to a mobile `.tflite` file
-(`keras_pf.mobile.export.export_tflite`), with labels, metadata and an optional check.
-A saved segmenter (a model with `(batch, H, W, classes)` outputs, e.g. keras-hub's
-`DeepLabV3ImageSegmenter`) goes through `keras_pf.hub.mobile.export_segmenter`
-(MediaPipe ImageSegmenter metadata), a saved `RetinaNetObjectDetector` through
-`export_detector`."""
+"""`keras-pf export`: a named model or a saved `.keras` file to a mobile `.tflite` file,
+with labels, metadata and an optional check (`keras_pf.mobile.tasks`: a classifier, or a
+saved keras-hub segmenter or detector through `keras_pf.hub.mobile`), or with `--format`
+to ONNX, OpenVINO or a SavedModel (`keras_pf.export`)."""
 
 import argparse
 import os
@@ -69,14 +67,12 @@ def add_arguments(parser):
 def run(args):
     import numpy as np
 
+    from keras_pf.mobile import tasks
     from keras_pf.mobile.calibration import calibration_images
-    from keras_pf.mobile.converter import temp_dir
-    from keras_pf.mobile.check import check_tflite, format_check
-    from keras_pf.mobile.export import (CHECK_IMAGES, PRECISIONS, check_export_arguments, export_tflite,
-                                        split_held_out)
+    from keras_pf.mobile.check import format_check
+    from keras_pf.mobile.export import CHECK_IMAGES, PRECISIONS, check_export_arguments, split_held_out
     from keras_pf.mobile.labels import labels_path, read_labels
     from keras_pf.models import resolve
-    from keras_pf.models.imagenet import preprocess_input
 
     one_of("--precision", args.precision, PRECISIONS)
     saved = resolve.is_model_file(args.model)
@@ -106,23 +102,11 @@ def run(args):
         model = resolve.constructor(args.model)(**kwargs)
         size = (args.input_size,) * 2
     input_dtype = "uint8" if args.uint8_input else "float32"
-    # a saved segmenter (e.g. keras-hub's DeepLabV3ImageSegmenter): (batch, H, W, classes) scores
-    segmenter = saved and isinstance(model.output_shape, tuple) and len(model.output_shape) == 4
-    # a saved RetinaNet-style detector (keras-hub's RetinaNetObjectDetector): its heads' outputs
-    detector = (saved and isinstance(model.output, dict)
-                and set(model.output) == {"bbox_regression", "cls_logits"})
-    if getattr(args, "raw_heads", False) and not detector:
-        raise ValueError(f"--raw-heads is for detectors (RetinaNetObjectDetector); {args.model} is not one")
-    if (segmenter or detector) and fmt == "litert":
-        kind = "segmenter" if segmenter else "detector"
-        if not args.include_preprocessing:
-            raise ValueError(f"{args.model} is a {kind}: its file normalizes inside the graph "
-                             "(as MediaPipe needs, which cannot normalize per channel); drop "
-                             "--no-include-preprocessing")
-        try:
-            from keras_pf.hub.mobile import anchors_path, check_detector, export_detector, export_segmenter
-        except ImportError as error:  # keras_pf.hub names the extra in one line
-            raise ValueError(str(error)) from None
+    # a saved keras-hub segmenter or detector goes through its own export (keras_pf.mobile.tasks)
+    kind = tasks.model_kind(model) if saved else "classifier"
+    raw_heads = getattr(args, "raw_heads", False)
+    tasks.check_kind_arguments(kind, args.model, args.include_preprocessing, raw_heads,
+                               tflite=fmt == "litert")
     if fmt != "litert":
         return _run_server_export(args, model, labels, size, input_dtype)
     images = held_out = None
@@ -133,26 +117,17 @@ def run(args):
         print(f"calibration/check images: {note}")
         if args.check:
             images, held_out = split_held_out(images, CHECK_IMAGES)
-    if detector:
-        postprocess = not args.raw_heads
-        path = export_detector(model, args.output, args.precision, calibration=images, labels=labels,
-                               num_calibration=args.num_calibration, input_dtype=input_dtype,
-                               float_fallback=args.float_fallback, postprocess=postprocess)
-    elif segmenter:
-        path = export_segmenter(model, args.output, args.precision, calibration=images, labels=labels,
-                                num_calibration=args.num_calibration, input_dtype=input_dtype,
-                                float_fallback=args.float_fallback, metadata=args.metadata)
-    else:
-        path = export_tflite(model, args.output, args.precision,
-                             calibration=images,
-                             include_preprocessing=args.include_preprocessing,
-                             num_calibration=args.num_calibration, input_dtype=input_dtype,
-                             labels=labels, metadata=args.metadata,
-                             float_fallback=args.float_fallback)
+    path = tasks.export_file(model, args.output, kind, args.precision, calibration=images,
+                             labels=labels, num_calibration=args.num_calibration,
+                             input_dtype=input_dtype, float_fallback=args.float_fallback,
+                             metadata=args.metadata, include_preprocessing=args.include_preprocessing,
+                             postprocess=not raw_heads)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     if os.path.exists(labels_path(path)):
         print(f"wrote {labels_path(path)}")
-    if detector:
+    if kind == "detector":
+        from keras_pf.hub.mobile import anchors_path
+
         print(f"wrote {anchors_path(path)}")
     if args.check:
         check_images = held_out if held_out is not None else images
@@ -162,29 +137,14 @@ def run(args):
         elif check_images is not None:
             print("check images: the only calibration image (too few images to hold some out)")
         if check_images is None:
-            print("check images: 16 uniform random images (pass --calibration DIR to "
-                  "check on real images)")
-            pixels = np.random.default_rng(0).uniform(0, 255, (16, *size, 3))
-            check_images = pixels if args.include_preprocessing else preprocess_input(pixels)
+            print(f"check images: {tasks.RANDOM_CHECK_IMAGES} uniform random images (pass "
+                  "--calibration DIR to check on real images)")
+            check_images = tasks.random_check_images(size, args.include_preprocessing)
         if args.uint8_input:
             check_images = np.clip(np.round(check_images), 0, 255).astype("uint8")
-        def check(file):
-            if detector:
-                return check_detector(model, file, check_images, postprocess)
-            return check_tflite(model, file, check_images, args.include_preprocessing)
-
-        reports = [check(path)]
-        if args.precision != "float32":  # the float32 file beside it, for reference
-            with temp_dir() as tmp:
-                ref = os.path.join(tmp, "float32.tflite")
-                if detector:
-                    export_detector(model, ref, input_dtype=input_dtype, postprocess=postprocess)
-                elif segmenter:
-                    export_segmenter(model, ref, input_dtype=input_dtype, metadata=False)
-                else:
-                    export_tflite(model, ref, include_preprocessing=args.include_preprocessing,
-                                  input_dtype=input_dtype, metadata=False, labels=labels)
-                reports.insert(0, check(ref))
+        reports = tasks.check_with_reference(model, path, check_images, kind, args.precision,
+                                             args.include_preprocessing, input_dtype, labels,
+                                             postprocess=not raw_heads)
         print(format_check(reports))
         if reports[-1]["dynamic_ops"]:
             raise ValueError(f"the file has dynamic-shape/Flex ops: {reports[-1]['dynamic_ops']}")
@@ -225,8 +185,8 @@ def _run_server_export(args, model, labels, size, input_dtype):
 
     from keras_pf.export import SUFFIXES, TOLERANCE, check_model, export_model, labels_path
     from keras_pf.export.common import RUNTIMES, format_reports, size_bytes
+    from keras_pf.mobile import tasks
     from keras_pf.mobile.calibration import calibration_images
-    from keras_pf.models.imagenet import preprocess_input
 
     fmt, title = args.format, RUNTIMES[args.format][2]
     path = export_model(model, args.output, fmt, include_preprocessing=args.include_preprocessing,
@@ -242,10 +202,9 @@ def _run_server_export(args, model, labels, size, input_dtype):
                                           SERVER_CHECK_IMAGES)
         print(f"check images: {note}")
     else:
-        print("check images: 16 uniform random images (pass --calibration DIR to check on "
-              "real images)")
-        pixels = np.random.default_rng(0).uniform(0, 255, (16, *size, 3)).astype("float32")
-        images = pixels if args.include_preprocessing else preprocess_input(pixels)
+        print(f"check images: {tasks.RANDOM_CHECK_IMAGES} uniform random images (pass "
+              "--calibration DIR to check on real images)")
+        images = tasks.random_check_images(size, args.include_preprocessing)
     if input_dtype == "uint8":
         images = np.clip(np.round(images), 0, 255).astype("uint8")
     report = check_model(model, path, images, fmt, args.include_preprocessing)

@@ -422,12 +422,6 @@ def run_detector_file(path, pixels):
     return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
 
 
-def is_detector(model):
-    """Whether `model` outputs RetinaNet's heads (`bbox_regression`, `cls_logits`)."""
-    outputs = getattr(model, "output", None)
-    return isinstance(outputs, dict) and set(outputs) == {"bbox_regression", "cls_logits"}
-
-
 def check_detector(detector, path, pixels, postprocess=True):
     """How faithful a detector file is to `detector` on `pixels` (RGB in [0, 255]): a
     `keras_pf.mobile.check.check_tflite`-style report (`format_check` prints it). Raw
