@@ -226,7 +226,8 @@ def _ratios(report):
 
 def format_markdown(report):
     info, ref, rows = report["machine"], report["reference"], report["models"]
-    mode = "XLA (`jit_compile=True`)" if info["jit_compile"] else "no XLA"
+    mode = ("XLA (`jit_compile=True`)" if info["jit_compile"] else
+            "XLA (JAX compiles every step)" if info["backend"] == "jax" else "no XLA")
     lines = [
         f"Train step on the {info['backend']} backend, {mode}: {info['cpu']}, "
         f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}; "

@@ -118,6 +118,11 @@ def test_report_structure(report):
     for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
                  "met" if gap <= 0.04 else "not met", "no XLA"):
         assert text in markdown
+    # JAX compiles every step with XLA: the report says so, not "no XLA"
+    on_jax = json.loads(json.dumps(result))
+    on_jax["machine"]["backend"] = "jax"
+    title = benchmark_train.format_markdown(on_jax).splitlines()[0]
+    assert "jax backend, XLA (JAX" in title and "no XLA" not in title
 
 
 def test_bad_arguments(tmp_path):
