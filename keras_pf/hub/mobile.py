@@ -74,7 +74,8 @@ def export_segmenter(segmenter, path, precision="float32", calibration=None, lab
     returns `path`. `labels`: one class name per output channel (default "class_0", ...).
     `metadata=False` writes no TFLite metadata (the labels then only beside the file).
     Other arguments as `keras_pf.mobile.export.export_tflite`."""
-    from keras_pf.mobile.export import DEFAULT_LICENSE, export_tflite
+    from keras_pf.mobile.converter import temp_dir
+    from keras_pf.mobile.export import DEFAULT_LICENSE, check_export_arguments, export_tflite
     from keras_pf.mobile.labels import labels_path
 
     if not isinstance(segmenter.output_shape, tuple) or len(segmenter.output_shape) != 4:
@@ -87,20 +88,29 @@ def export_segmenter(segmenter, path, precision="float32", calibration=None, lab
         raise ValueError(f"labels: {classes} non-empty one-line names needed (one per output channel); "
                          f"got {len(labels)}")
     path = os.fspath(path)
-    export_tflite(segmenter, path, precision=precision, calibration=calibration,
-                  include_preprocessing=True, num_calibration=num_calibration, input_dtype=input_dtype,
-                  metadata=False, float_fallback=float_fallback, labels=None)
+    options = dict(precision=precision, calibration=calibration, include_preprocessing=True,
+                   num_calibration=num_calibration, input_dtype=input_dtype, metadata=False,
+                   float_fallback=float_fallback, labels=None)
+    if not metadata:
+        export_tflite(segmenter, path, **options)
+        write_atomic(labels_path(path), "\n".join(labels) + "\n")
+        return path
+    # the checks export_tflite makes of `path`, before the conversion
+    check_export_arguments(path, precision, num_calibration, tuple(segmenter.input_shape[1:3]))
+    # converted in the private temporary folder: a file without its metadata never
+    # stands at `path`, also when the process is killed between the two steps
+    with temp_dir() as tmp:
+        bare = export_tflite(segmenter, os.path.join(tmp, "segmenter.tflite"), **options)
+        with open(bare, "rb") as f:
+            content = f.read()
     info = {"name": segmenter.name,
             "description": (f"Image segmenter ({classes} classes) exported by keras_pf "
                             f"{keras_pf.__version__}. Input: one RGB image, pixels in [0, 255] "
                             "(ImageNet normalization inside the graph)."),
             "version": keras_pf.__version__, "author": "keras_pf", "license": DEFAULT_LICENSE}
     info.update(model_info or {})
-    if metadata:
-        with open(path, "rb") as f:
-            content = f.read()
-        packed = build_segmenter_metadata(labels=labels, input_dtype=input_dtype, **info)
-        write_atomic(path, tflite_metadata.attach_metadata(content, packed, labels))
+    packed = build_segmenter_metadata(labels=labels, input_dtype=input_dtype, **info)
+    write_atomic(path, tflite_metadata.attach_metadata(content, packed, labels))
     write_atomic(labels_path(path), "\n".join(labels) + "\n")
     return path
 

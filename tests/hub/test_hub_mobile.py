@@ -270,3 +270,18 @@ def test_a_segmenter_whose_preprocessor_normalizes_otherwise_is_refused(exported
         check_normalization(model)  # ImageNet's own: accepted
     finally:
         model.preprocessor = kept
+
+
+def test_a_failure_between_conversion_and_metadata_leaves_no_file(exported, tmp_path, monkeypatch):
+    """The file is converted in the private temporary folder and written once, with its
+    metadata: a failure (or a kill) between the two steps leaves nothing at the output
+    (before, a file without metadata stood there)."""
+    from keras_pf.mobile import metadata
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("attaching the metadata failed")
+
+    monkeypatch.setattr(metadata, "attach_metadata", broken)
+    with pytest.raises(RuntimeError, match="attaching the metadata failed"):
+        export_segmenter(exported[0], tmp_path / "seg.tflite", labels=LABELS)
+    assert os.listdir(tmp_path) == []
