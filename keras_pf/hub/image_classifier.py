@@ -1,11 +1,12 @@
-"""What the families' keras-hub `ImageClassifier`s share: the head's weights from a
-keras-hub task file or a keras_pf registry pointer, and the preset checks.
+"""What the families' keras-hub `ImageClassifier`s and their preprocessors share: the
+head's weights from a keras-hub task file or a keras_pf registry pointer, and the
+preset checks.
 
 Not registered for serialization itself: keras-hub finds a task class among the
 registered subclasses whose `backbone_cls` is the preset's backbone, which each
 family's subclass sets."""
 
-from keras_hub.models import ImageClassifier
+from keras_hub.models import ImageClassifier, ImageClassifierPreprocessor
 
 from keras_pf.hub import weights as hub_weights
 from keras_pf.hub.preset_checks import checked_from_preset
@@ -26,3 +27,13 @@ class PFImageClassifier(ImageClassifier):
     def from_preset(cls, preset, load_weights=True, **kwargs):
         return checked_from_preset(super().from_preset, cls, preset, load_weights=load_weights,
                                    **kwargs)
+
+
+class PFImageClassifierPreprocessor(ImageClassifierPreprocessor):
+    """keras-hub's `ImageClassifierPreprocessor` whose `from_preset` checks the preset
+    as the other keras_pf classes do; each family's subclass sets its backbone and
+    image converter."""
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        return checked_from_preset(super().from_preset, cls, preset, **kwargs)
