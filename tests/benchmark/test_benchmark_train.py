@@ -41,15 +41,21 @@ def test_bound_of_r50_max_frees_every_pool_and_keeps_the_rest():
     bound = benchmark_train.bound_network(model)
     pools = {layer.name: layer for layer in model.layers if isinstance(layer, FastMaxPooling2D)}
     # stem + 4 bottlenecks; 3 of them strided (stem, stages 2-4), 2 at stride 1
-    assert benchmark_train.pool_counts(model) == {"stride_1": 1, "strided": 4, "window_1": 0}
-    assert benchmark_train.pool_counts(bound) == {"stride_1": 0, "strided": 0, "window_1": 4}
+    assert benchmark_train.pool_counts(model) == {"stride_1": 1, "strided": 4, "subsampled": 0}
+    assert benchmark_train.pool_counts(bound) == {"stride_1": 0, "strided": 0, "subsampled": 4}
     for name, pool in pools.items():
         free = bound.get_layer(name)
         if max(pool.strides) == 1:
             assert type(free) is keras.layers.Identity
         else:
-            assert type(free) is keras.layers.MaxPooling2D and tuple(free.pool_size) == (1, 1)
+            # a strided slice: exactly what a 1x1-window pool of that stride keeps
+            assert type(free).__name__ == "Subsample" and not free.weights
             assert tuple(free.strides) == tuple(pool.strides)
+            pooled = keras.layers.MaxPooling2D(1, strides=pool.strides)(free.input)
+            assert tuple(free.output.shape) == tuple(pooled.shape)
+            x = np.random.default_rng(1).normal(size=(2, *free.input.shape[1:]))
+            np.testing.assert_array_equal(np.asarray(free(x)), np.asarray(
+                keras.layers.MaxPooling2D(1, strides=pool.strides)(x)))
             pad = name[:-len("_pool")] + "_pad"
             assert type(bound.get_layer(pad)) is keras.layers.Identity
         assert tuple(free.output.shape) == tuple(pool.output.shape)
