@@ -220,15 +220,47 @@ def window_max_gradient(x, y, upstream, axis, size, stride, padding):
     return _slice(full, axis, before, before + length)
 
 
-def max_pool_gradient(x, y, upstream, pool_size, strides, padding):
+def window_max(x, axis, size, stride, padding):
+    """The 1-D windowed maximum of `x` along `axis` (window `size`, `stride`,
+    "valid"/"same" padding, padding positions never chosen): the elementwise maximum of
+    `size` strided slices. The same values as the framework's max-pool (a maximum is
+    exact whatever the order), in ops that XLA fuses; its reduce-window is 3-8x slower
+    on CPU (tools/max_pool_gradient_study.py)."""
+    length = x.shape[axis]
+    outputs, before = _pool_geometry(length, size, stride, padding)
+    span = stride * (outputs - 1) + 1
+    after = max(stride * (outputs - 1) + size - before - length, 0)
+    if before or after:
+        widths = [(0, 0)] * len(x.shape)
+        widths[axis] = (before, after)
+        x = ops.pad(x, widths, constant_values=float("-inf"))
+    y = None
+    for offset in range(size):
+        window = _slice(x, axis, offset, offset + span, stride)
+        y = window if y is None else ops.maximum(y, window)
+    return y
+
+
+def separable_max_pool(x, pool_size, strides, padding):
+    """`(y, rows)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
+    channels-last 4-D `x` of static height and width, computed as each row's window
+    maximum (`rows`) and then the maximum over rows, as `max_pool_gradient` needs."""
+    (kh, kw), (sh, sw) = pool_size, strides
+    rows = window_max(x, 2, kw, sw, padding)
+    return window_max(rows, 1, kh, sh, padding), rows
+
+
+def max_pool_gradient(x, y, upstream, pool_size, strides, padding, rows=None):
     """dL/dx of `y = keras.ops.max_pool(x, pool_size, strides, padding)` (channels-last
     4-D `x` of static height and width), given `upstream` = dL/dy: the window maximum is
     separable (over each row's window, then over rows), so the gradient goes to the
     first maximal row of each window, then to the first maximal element of that row,
     i.e. to the first maximal element in row-major order, as TensorFlow's MaxPoolGrad
-    and XLA's select-and-scatter choose."""
+    and XLA's select-and-scatter choose. `rows`: that row maximum, if already computed
+    (`separable_max_pool`)."""
     (kh, kw), (sh, sw) = pool_size, strides
-    rows = ops.max_pool(x, (1, kw), (1, sw), padding)  # each row's window maximum
+    if rows is None:  # each row's window maximum
+        rows = ops.max_pool(x, (1, kw), (1, sw), padding)
     upstream = window_max_gradient(rows, y, upstream, 1, kh, sh, padding)
     return window_max_gradient(x, rows, upstream, 2, kw, sw, padding)
 
@@ -250,7 +282,10 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
     framework's elsewhere, including PyTorch, whose max-pool keeps its indices),
-    "mask" or "framework". Channels-first data and inputs whose height or width is not
+    "mask" or "framework". With the mask gradient the forward is `separable_max_pool`
+    (the same values, faster under XLA on CPU, and its row maxima serve the gradient);
+    traced without XLA, as for TFLite, ONNX or SavedModel export, "auto" keeps the
+    framework's op (one `MAX_POOL_2D`). Channels-first data and inputs whose height or width is not
     known when the layer is traced always use the framework's gradient.
     """
 
@@ -279,16 +314,15 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
         if not self._mask_gradient(inputs):
             return super().call(inputs)
         pool_size, strides, padding = self.pool_size, self.strides, self.padding
-        forward = super().call
 
         @ops.custom_gradient
         def pool(x):
-            y = forward(x)
+            y, rows = separable_max_pool(x, pool_size, strides, padding)
 
             def grad(*args, upstream=None):  # TF/JAX: grad(upstream); PyTorch: keyword
                 if upstream is None:
                     (upstream,) = args
-                return max_pool_gradient(x, y, upstream, pool_size, strides, padding)
+                return max_pool_gradient(x, y, upstream, pool_size, strides, padding, rows)
 
             return y, grad
 
