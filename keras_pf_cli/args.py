@@ -5,6 +5,7 @@ TensorFlow's native start-up logs off the terminal."""
 
 import argparse
 import importlib
+import json
 import math
 import os
 import sys
@@ -37,6 +38,17 @@ positive_float = _bounded(float, lambda v: v > 0, "greater than 0")
 non_negative_float = _bounded(float, lambda v: v >= 0, "0 or more")
 unit_interval = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")  # a fraction, e.g. a crop ratio
 probability = _bounded(float, lambda v: 0 <= v < 1, "in [0, 1)")  # a rate, e.g. dropout
+
+
+def json_object(text):
+    """An argparse `type=` for `--model-args`: a JSON object of keyword arguments."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments: {text!r}")
+    return value
 
 
 class Parser(argparse.ArgumentParser):

@@ -3,10 +3,9 @@
 (`keras_pf.mobile.pipeline`)."""
 
 import argparse
-import json
 
-from keras_pf_cli.args import (non_negative_float, non_negative_int, one_of, positive_float,
-                               positive_int, probability)
+from keras_pf_cli.args import (json_object, non_negative_float, non_negative_int, one_of,
+                               positive_float, positive_int, probability)
 
 
 EPILOG = """multi-worker training: start the same command on every worker, each with
@@ -17,16 +16,6 @@ worker 0 (or the "chief" task) writes the outputs. The other workers write to
 OUTPUT_DIR/.worker-N, removed at the end. A worker waits at most
 $KERAS_PF_WORKER_TIMEOUT seconds (default 300) for the others to join. After a lost
 worker, restart every worker with --resume: the job continues from the last epoch."""
-
-
-def _json_object(text):
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from error
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments: {text!r}")
-    return value
 
 
 def add_arguments(parser):
@@ -40,7 +29,7 @@ def add_arguments(parser):
     parser.add_argument("-o", "--output-dir", default="finetune_output", help="checkpoints, model, curves")
     parser.add_argument("--weights", default="imagenet",
                         help="weights tag, .weights.h5/.pth path, or 'none' for random init (default imagenet)")
-    parser.add_argument("--model-args", type=_json_object, default=None,
+    parser.add_argument("--model-args", type=json_object, default=None,
                         help='JSON keyword arguments for a generic builder, e.g. \'{"depths": [1,1,1,1]}\'')
     parser.add_argument("--image-size", type=positive_int, default=224)
     parser.add_argument("--batch-size", type=positive_int, default=32, help="global batch size")

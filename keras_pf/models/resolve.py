@@ -78,19 +78,6 @@ def check_model_args(name, model_args):
                          f"it takes {', '.join(accepted)}.")
 
 
-def parse_model_args(text):
-    """`--model-args` JSON text -> keyword arguments (None -> {})."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--model-args is not valid JSON ({error}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--model-args must be a JSON object of keyword arguments: {text!r}")
-    return value
-
-
 def build(name, model_args=None, generic=True, baselines=False, **kwargs):
     """Build the constructor or generic builder `name` with `kwargs` (the
     keras.applications arguments) and `model_args` (a generic builder's own)."""

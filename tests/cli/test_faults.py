@@ -59,6 +59,18 @@ def test_finetune_arguments_are_checked_by_the_parser(capsys, tmp_path, argv, ne
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--model-args", "{depths: 1"], "not valid JSON"),
+    (["--model-args", "[1, 2]"], "JSON object"),
+    (["--input-size", "0"], "--input-size"),
+])
+def test_convert_arguments_are_checked_by_the_parser(capsys, tmp_path, argv, needle):
+    output = tmp_path / "out.weights.h5"
+    assert_one_line_usage_error(capsys, ["convert", "PFResNet", str(tmp_path / "missing.pth"),
+                                         str(output), *argv], needle)
+    assert os.listdir(tmp_path) == []
+
+
 def test_finetune_model_args_the_builder_does_not_take(capsys, tmp_path):
     out = tmp_path / "out"
     last = assert_one_line_usage_error(
