@@ -248,3 +248,16 @@ def test_int8_fidelity_on_the_trained_model_in_the_report(fidelity_report):
     assert (f"{100 * int8['top1_agreement']:.1f}% / {100 * int8['relative_error']:.2f}%"
             in next(line for line in markdown.splitlines() if line.startswith("| tiny_max | ")
                     and "% / " in line))
+
+
+def test_help_names_the_default_models_the_library_uses():
+    """`--help` must not import keras_pf (nor TensorFlow), so the command spells the
+    default list out: it must stay the library's."""
+    import argparse
+
+    from keras_pf_cli import benchmark as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    (models,) = [action for action in parser._actions if "--models" in action.option_strings]
+    assert models.help.endswith("default: " + " ".join(benchmark.DEFAULT_MODELS))
