@@ -89,7 +89,6 @@ INT8_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_i
 def machine():
     """What the numbers were measured on."""
     import keras
-    import tensorflow as tf
 
     cpu, flags = platform.processor() or platform.machine(), []
     try:
@@ -103,21 +102,26 @@ def machine():
                     break
     except OSError:
         pass
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        litert = version("ai-edge-litert")
-    except Exception:  # not installed as a distribution
-        litert = "unknown"
+    def installed(distribution):  # without importing it (TensorFlow takes seconds)
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            return "not installed"
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "int8_cpu_flags": flags,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "tensorflow": installed("tensorflow"),
         "keras": keras.__version__,
-        "ai_edge_litert": litert,
+        "backend": keras.backend.backend(),
+        "jax": installed("jax"),
+        "torch": installed("torch"),
+        "ai_edge_litert": installed("ai-edge-litert"),
         "load_average_start": list(os.getloadavg()),
     }
 

@@ -254,13 +254,20 @@ def _ratios(report):
 # ---------------------------------------------------------------------------- outputs
 
 
+def _framework(info):
+    """The backend's framework and its version, e.g. "PyTorch 2.13.0"."""
+    name, key = {"jax": ("JAX", "jax"), "torch": ("PyTorch", "torch")}.get(
+        info["backend"], ("TensorFlow", "tensorflow"))
+    return f"{name} {info.get(key, 'unknown')}"
+
+
 def format_markdown(report):
     info, ref, rows = report["machine"], report["reference"], report["models"]
     mode = ("XLA (`jit_compile=True`)" if info["jit_compile"] else
             "XLA (JAX compiles every step)" if info["backend"] == "jax" else "no XLA")
     lines = [
         f"Train step on the {info['backend']} backend, {mode}: {info['cpu']}, "
-        f"{info['cores']} cores; TensorFlow {info['tensorflow']}, Keras {info['keras']}; "
+        f"{info['cores']} cores; {_framework(info)}, Keras {info['keras']}; "
         f"batch {info['batch_size']}, {info['image_size']}x{info['image_size']}, "
         f"`train_on_batch` (SGD), median of {info['rounds']} interleaved rounds after "
         f"{info['warmup']} warm-up; load average {info['load_average_start'][0]:.2f} at "

@@ -129,6 +129,14 @@ def test_report_structure(report):
     on_jax["machine"]["backend"] = "jax"
     title = benchmark_train.format_markdown(on_jax).splitlines()[0]
     assert "jax backend, XLA (JAX" in title and "no XLA" not in title
+    # the versions are those of the backend's framework
+    import tensorflow as tf
+
+    assert f"TensorFlow {tf.__version__}, Keras" in markdown
+    on_torch = json.loads(json.dumps(result))
+    on_torch["machine"].update(backend="torch", torch="9.9.9")
+    title = benchmark_train.format_markdown(on_torch).splitlines()[0]
+    assert "torch backend, no XLA" in title and "PyTorch 9.9.9, Keras" in title
 
 
 def test_bad_arguments(tmp_path):
