@@ -281,8 +281,10 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
-    framework's elsewhere, including PyTorch, whose max-pool keeps its indices),
-    "mask" or "framework". With the mask gradient the forward is `separable_max_pool`
+    framework's elsewhere), "mask" or "framework". On PyTorch "auto" runs PyTorch's
+    max-pool on the channels-last memory itself (`keras_pf._compat.torch`): the same op
+    and gradient as Keras' torch max-pool, which copies to channels-first and back and
+    takes 10-15x as long; "framework" is Keras' own there. With the mask gradient the forward is `separable_max_pool`
     (the same values, faster under XLA on CPU, and its row maxima serve the gradient);
     traced without XLA, as for TFLite, ONNX or SavedModel export, "auto" keeps the
     framework's op (one `MAX_POOL_2D`). Channels-first data and inputs whose height or width is not
@@ -310,7 +312,20 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
             return in_xla_context()
         return False
 
+    def _torch_channels_last(self, inputs):
+        return (keras.backend.backend() == "torch" and self.gradient == "auto"
+                and self.data_format == "channels_last" and len(inputs.shape) == 4
+                and all(d is not None for d in inputs.shape[1:3]))
+
     def call(self, inputs):
+        if self._torch_channels_last(inputs):
+            from keras_pf._compat.torch import max_pool_channels_last
+
+            pads = []
+            for length, size, stride in zip(inputs.shape[1:3], self.pool_size, self.strides):
+                outputs, before = _pool_geometry(length, size, stride, self.padding)
+                pads.append((before, max(stride * (outputs - 1) + size - before - length, 0)))
+            return max_pool_channels_last(inputs, self.pool_size, self.strides, pads)
         if not self._mask_gradient(inputs):
             return super().call(inputs)
         pool_size, strides, padding = self.pool_size, self.strides, self.padding

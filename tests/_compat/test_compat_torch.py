@@ -1,0 +1,68 @@
+"""keras_pf/_compat/torch.py (written for PyTorch 2.13, Keras 3.15): the channels-last
+max-pool that FastMaxPooling2D runs on the torch backend must be Keras' torch max-pool
+in values and gradient, bit for bit, at unique maxima and at ties, in every precision.
+
+Keras' backend is fixed per process and the test environment has no PyTorch, so the
+check runs in a child process on the torch backend: the interpreter named by
+$KERAS_PF_TORCH_PYTHON (one with torch, keras and keras_pf's dependencies), else this
+one if it has torch; skipped otherwise."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CHECK = r'''
+import numpy as np, torch, keras
+from keras_pf._compat import torch as compat
+from keras_pf.models.layers import FastMaxPooling2D
+
+assert torch.__version__.startswith(compat.TORCH_VERSION), (torch.__version__, compat.TORCH_VERSION)
+configs = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
+           (4, 3, "same"), ((3, 2), (1, 2), "valid")]
+rng = np.random.default_rng(0)
+checked = 0
+for dtype in ("float32", "float16", "bfloat16"):
+    for config in configs:
+        for ties in (False, True):
+            for hw in ((10, 9), (7, 8)):
+                x = (rng.integers(-2, 2, (2, *hw, 4)) if ties else rng.normal(size=(2, *hw, 4)))
+                x = x.astype("float64")
+                x[0, 0, :, 0] = -np.inf  # windows that are all -inf
+                mine = FastMaxPooling2D(*config, dtype=dtype)
+                theirs = keras.layers.MaxPooling2D(*config, dtype=dtype)
+                a = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+                b = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+                assert mine._torch_channels_last(a)
+                ya, yb = mine(a), theirs(b)
+                assert ya.shape == yb.shape and torch.equal(ya, yb), (config, dtype, ties, hw)
+                w = torch.tensor(rng.uniform(0.5, 1.5, tuple(yb.shape)), dtype=yb.dtype)
+                (ya * w).float().sum().backward()
+                (yb * w).float().sum().backward()
+                assert torch.equal(a.grad, b.grad), (config, dtype, ties, hw)
+                checked += 1
+model = keras.Sequential([keras.Input((8, 8, 2)), FastMaxPooling2D(3, 2)])
+assert tuple(model(np.zeros((1, 8, 8, 2), "float32")).shape) == (1, 3, 3, 2)
+print("checked", checked)
+'''
+
+
+def _torch_python():
+    configured = os.environ.get("KERAS_PF_TORCH_PYTHON")
+    if configured:
+        return configured
+    if importlib.util.find_spec("torch") is not None:
+        return sys.executable
+    pytest.skip("no PyTorch here: set KERAS_PF_TORCH_PYTHON to an interpreter with torch")
+
+
+def test_channels_last_max_pool_is_keras_torch_max_pool():
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
+    result = subprocess.run([_torch_python(), "-c", CHECK], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checked 84" in result.stdout, result.stdout
