@@ -166,35 +166,53 @@ def _pad(x, axis, before, after):
     return ops.pad(x, widths)
 
 
-def window_max_gradient(x, y, upstream, axis, size, stride, padding):
-    """Gradient with respect to `x` of the 1-D windowed maximum `y` of `x` along `axis`
-    (window `size`, `stride`, "valid"/"same" padding), given `upstream` = dL/dy.
+def window_max(x, axis, size, stride, padding):
+    """`(y, offsets)`: the 1-D windowed maximum `y` of `x` along `axis` (window `size`,
+    `stride`, "valid"/"same" padding, padding positions never chosen), and for each
+    output the offset in its window of its first maximal element (int8).
 
-    Each window's upstream goes whole to its first maximal element (the lowest index),
-    so the result is the framework's gradient where the maximum is unique and a valid
-    subgradient at ties. Elementwise comparisons and selects on shifted slices: no
-    scatter, so that XLA fuses them (its select-and-scatter is slow on CPU).
-    """
+    `y` is the elementwise maximum of `size` strided slices: the same values as the
+    framework's max-pool (a maximum is exact whatever the order), in ops that XLA fuses;
+    its reduce-window is 3-8x slower on CPU. The offsets come with it almost free and
+    make the gradient a few selects (`window_max_gradient`)."""
     length = x.shape[axis]
     outputs, before = _pool_geometry(length, size, stride, padding)
-    span = stride * (outputs - 1) + 1  # slice length covering one window element per output
-    padded = _pad(x, axis, before, max(stride * (outputs - 1) + size - before - length, 0))
-    zero = ops.zeros((), upstream.dtype)
+    span = stride * (outputs - 1) + 1
+    after = max(stride * (outputs - 1) + size - before - length, 0)
+    if before or after:
+        widths = [(0, 0)] * len(x.shape)
+        widths[axis] = (before, after)
+        x = ops.pad(x, widths, constant_values=float("-inf"))
+    # Output i's first window element inside the input: taken whatever its value (an
+    # all -inf window's gradient goes to it, not to padding), later ones only if greater.
+    first_inside = np.maximum(before - stride * np.arange(outputs), 0)
     broadcast = [1] * len(x.shape)
     broadcast[axis] = outputs
-    taken, parts = None, []
+    y = offsets = None
     for offset in range(size):
-        position = stride * np.arange(outputs) + offset - before
-        inside = (position >= 0) & (position < length)
-        if not inside.any():
-            parts.append(None)
+        window = _slice(x, axis, offset, offset + span, stride)
+        if y is None:
+            y, offsets = window, ops.zeros_like(window, dtype="int8")
             continue
-        hit = ops.equal(_slice(padded, axis, offset, offset + span, stride), y)
-        if not inside.all():  # a padding position never receives a gradient
-            hit = ops.logical_and(hit, ops.convert_to_tensor(inside.reshape(broadcast)))
-        first = hit if taken is None else ops.logical_and(hit, ops.logical_not(taken))
-        taken = hit if taken is None else ops.logical_or(taken, hit)
-        parts.append(ops.where(first, upstream, zero))
+        better = ops.greater(window, y)
+        forced = first_inside == offset
+        if forced.any():
+            better = ops.logical_or(better, ops.convert_to_tensor(forced.reshape(broadcast)))
+        offsets = ops.where(better, ops.cast(offset, "int8"), offsets)
+        y = ops.maximum(y, window)  # NaN propagates as in the framework's max-pool
+    return y, offsets
+
+
+def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
+    """Gradient with respect to `x` (of `length` along `axis`) of `window_max(x, axis,
+    size, stride, padding)`, given `upstream` = dL/dy and its `offsets`: each window's
+    upstream goes whole to its first maximal element, so the result is the framework's
+    gradient where the maximum is unique and a valid subgradient at ties. Selects and
+    shifted sums, no scatter (XLA's select-and-scatter is slow on CPU)."""
+    outputs, before = _pool_geometry(length, size, stride, padding)
+    zero = ops.zeros((), upstream.dtype)
+    parts = [ops.where(ops.equal(offsets, ops.cast(offset, "int8")), upstream, zero)
+             for offset in range(size)]
     # Output i's window element `offset` sits at padded position stride * i + offset:
     # phase offset % stride, shifted by offset // stride along that phase.
     phase_length = outputs + (size - 1) // stride
@@ -202,8 +220,6 @@ def window_max_gradient(x, y, upstream, axis, size, stride, padding):
     for phase in range(stride):
         total = None
         for offset in range(phase, size, stride):
-            if parts[offset] is None:
-                continue
             shift = offset // stride
             part = _pad(parts[offset], axis, shift, phase_length - outputs - shift)
             total = part if total is None else total + part
@@ -220,49 +236,27 @@ def window_max_gradient(x, y, upstream, axis, size, stride, padding):
     return _slice(full, axis, before, before + length)
 
 
-def window_max(x, axis, size, stride, padding):
-    """The 1-D windowed maximum of `x` along `axis` (window `size`, `stride`,
-    "valid"/"same" padding, padding positions never chosen): the elementwise maximum of
-    `size` strided slices. The same values as the framework's max-pool (a maximum is
-    exact whatever the order), in ops that XLA fuses; its reduce-window is 3-8x slower
-    on CPU (tools/max_pool_gradient_study.py)."""
-    length = x.shape[axis]
-    outputs, before = _pool_geometry(length, size, stride, padding)
-    span = stride * (outputs - 1) + 1
-    after = max(stride * (outputs - 1) + size - before - length, 0)
-    if before or after:
-        widths = [(0, 0)] * len(x.shape)
-        widths[axis] = (before, after)
-        x = ops.pad(x, widths, constant_values=float("-inf"))
-    y = None
-    for offset in range(size):
-        window = _slice(x, axis, offset, offset + span, stride)
-        y = window if y is None else ops.maximum(y, window)
-    return y
-
-
 def separable_max_pool(x, pool_size, strides, padding):
-    """`(y, rows)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
-    channels-last 4-D `x` of static height and width, computed as each row's window
-    maximum (`rows`) and then the maximum over rows, as `max_pool_gradient` needs."""
+    """`(y, offsets)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
+    channels-last 4-D `x` of static height and width, as each row's window maximum and
+    then the maximum over rows (`window_max`); `offsets`: the two passes' offsets, what
+    `max_pool_gradient` needs."""
     (kh, kw), (sh, sw) = pool_size, strides
-    rows = window_max(x, 2, kw, sw, padding)
-    return window_max(rows, 1, kh, sh, padding), rows
+    rows, column_offsets = window_max(x, 2, kw, sw, padding)
+    y, row_offsets = window_max(rows, 1, kh, sh, padding)
+    return y, (row_offsets, column_offsets)
 
 
-def max_pool_gradient(x, y, upstream, pool_size, strides, padding, rows=None):
-    """dL/dx of `y = keras.ops.max_pool(x, pool_size, strides, padding)` (channels-last
-    4-D `x` of static height and width), given `upstream` = dL/dy: the window maximum is
-    separable (over each row's window, then over rows), so the gradient goes to the
-    first maximal row of each window, then to the first maximal element of that row,
-    i.e. to the first maximal element in row-major order, as TensorFlow's MaxPoolGrad
-    and XLA's select-and-scatter choose. `rows`: that row maximum, if already computed
-    (`separable_max_pool`)."""
+def max_pool_gradient(upstream, offsets, input_size, pool_size, strides, padding):
+    """dL/dx of `y, offsets = separable_max_pool(x, pool_size, strides, padding)` for `x`
+    of spatial `input_size` (height, width), given `upstream` = dL/dy: to the first
+    maximal row of each window, then to the first maximal element of that row, i.e. to
+    the first maximal element in row-major order, as TensorFlow's MaxPoolGrad and XLA's
+    select-and-scatter choose."""
     (kh, kw), (sh, sw) = pool_size, strides
-    if rows is None:  # each row's window maximum
-        rows = ops.max_pool(x, (1, kw), (1, sw), padding)
-    upstream = window_max_gradient(rows, y, upstream, 1, kh, sh, padding)
-    return window_max_gradient(x, rows, upstream, 2, kw, sw, padding)
+    row_offsets, column_offsets = offsets
+    upstream = window_max_gradient(upstream, row_offsets, 1, input_size[0], kh, sh, padding)
+    return window_max_gradient(upstream, column_offsets, 2, input_size[1], kw, sw, padding)
 
 
 @keras.saving.register_keras_serializable(package="keras_pf")
@@ -281,14 +275,15 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
-    framework's elsewhere), "mask" or "framework". On PyTorch "auto" runs PyTorch's
+    framework's elsewhere), "mask" or "framework". With the mask gradient the forward is
+    `separable_max_pool` (the same values, faster under XLA on CPU, and the offsets of
+    its maxima make the gradient a few selects). On PyTorch "auto" runs PyTorch's
     max-pool on the channels-last memory itself (`keras_pf._compat.torch`): the same op
     and gradient as Keras' torch max-pool, which copies to channels-first and back and
-    takes 10-15x as long; "framework" is Keras' own there. With the mask gradient the forward is `separable_max_pool`
-    (the same values, faster under XLA on CPU, and its row maxima serve the gradient);
-    traced without XLA, as for TFLite, ONNX or SavedModel export, "auto" keeps the
-    framework's op (one `MAX_POOL_2D`). Channels-first data and inputs whose height or width is not
-    known when the layer is traced always use the framework's gradient.
+    takes 10-15x as long; "framework" is Keras' own there. Traced without XLA, as for
+    TFLite, ONNX or SavedModel export, "auto" keeps the framework's op (one
+    `MAX_POOL_2D`). Channels-first data and inputs whose height or width is not known
+    when the layer is traced always use the framework's gradient.
     """
 
     gradient = "auto"
@@ -330,14 +325,17 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
             return super().call(inputs)
         pool_size, strides, padding = self.pool_size, self.strides, self.padding
 
+        input_size = tuple(inputs.shape[1:3])
+
         @ops.custom_gradient
         def pool(x):
-            y, rows = separable_max_pool(x, pool_size, strides, padding)
+            y, offsets = separable_max_pool(x, pool_size, strides, padding)
 
             def grad(*args, upstream=None):  # TF/JAX: grad(upstream); PyTorch: keyword
                 if upstream is None:
                     (upstream,) = args
-                return max_pool_gradient(x, y, upstream, pool_size, strides, padding, rows)
+                return max_pool_gradient(upstream, offsets, input_size, pool_size, strides,
+                                         padding)
 
             return y, grad
 

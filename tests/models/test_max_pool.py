@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_pf.models import layers as pf_layers
-from keras_pf.models.layers import FastMaxPooling2D, max_pool_gradient
+from keras_pf.models.layers import FastMaxPooling2D, max_pool_gradient, separable_max_pool
 
 # (pool_size, strides, padding): the networks' two (3/1 same, 3/2 valid) and others
 CONFIGS = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
@@ -118,9 +118,12 @@ def test_gradient_at_ties_goes_to_the_first_maximal_element(config):
     layer = _pool(config, "mask")
     y = np.asarray(keras.layers.MaxPooling2D(*config)(x))
     # one one-hot upstream per batch element: every output's gradient in one call
+    pooled, offsets = separable_max_pool(tf.constant(x), layer.pool_size, layer.strides,
+                                         layer.padding)
+    np.testing.assert_array_equal(np.asarray(pooled), y)
     assert_routed_to_first_maximum(
         config, x, y, lambda up: np.asarray(max_pool_gradient(
-            tf.constant(x), tf.constant(y), tf.constant(up), layer.pool_size, layer.strides,
+            tf.constant(up), offsets, x.shape[1:3], layer.pool_size, layer.strides,
             layer.padding)))
     # TensorFlow's MaxPoolGrad makes the same choice, so the two agree at ties too
     upstream = np.random.default_rng(3).uniform(0.5, 1.5, y.shape).astype("float32")
