@@ -274,8 +274,8 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
     row-major order (top-most row, then left-most), which is also TensorFlow's choice.
 
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
-    XLA, i.e. TensorFlow tracing for `jit_compile=True` or the JAX backend; the
-    framework's elsewhere), "mask" or "framework". With the mask gradient the forward is
+    XLA, i.e. TensorFlow tracing for `jit_compile=True` or JAX differentiating the
+    layer; the framework's elsewhere), "mask" or "framework". With the mask gradient the forward is
     `separable_max_pool` (the same values, faster under XLA on CPU, and the offsets of
     its maxima make the gradient a few selects). On PyTorch "auto" runs PyTorch's
     max-pool on the channels-last memory itself (`keras_pf._compat.torch`): the same op
@@ -299,8 +299,10 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
         if choice != "auto":
             return choice == "mask"
         backend = keras.backend.backend()
-        if backend == "jax":
-            return True
+        if backend == "jax":  # only where a gradient is taken (see keras_pf._compat.jax)
+            from keras_pf._compat.jax import is_differentiated
+
+            return is_differentiated(inputs)
         if backend == "tensorflow":
             from keras_pf._compat.tensorflow import in_xla_context
 

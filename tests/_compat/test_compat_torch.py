@@ -2,19 +2,10 @@
 max-pool that FastMaxPooling2D runs on the torch backend must be Keras' torch max-pool
 in values and gradient, bit for bit, at unique maxima and at ties, in every precision.
 
-Keras' backend is fixed per process and the test environment has no PyTorch, so the
-check runs in a child process on the torch backend: the interpreter named by
-$KERAS_PF_TORCH_PYTHON (one with torch, keras and keras_pf's dependencies), else this
-one if it has torch; skipped otherwise."""
+The check runs in a child process on the torch backend (tests/helpers/other_backend.py:
+$KERAS_PF_TORCH_PYTHON, or this interpreter if it has torch; skipped otherwise)."""
 
-import importlib.util
-import os
-import subprocess
-import sys
-
-import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from other_backend import run_on_backend
 
 CHECK = r'''
 import numpy as np, torch, keras
@@ -51,18 +42,5 @@ print("checked", checked)
 '''
 
 
-def _torch_python():
-    configured = os.environ.get("KERAS_PF_TORCH_PYTHON")
-    if configured:
-        return configured
-    if importlib.util.find_spec("torch") is not None:
-        return sys.executable
-    pytest.skip("no PyTorch here: set KERAS_PF_TORCH_PYTHON to an interpreter with torch")
-
-
 def test_channels_last_max_pool_is_keras_torch_max_pool():
-    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
-    result = subprocess.run([_torch_python(), "-c", CHECK], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "checked 84" in result.stdout, result.stdout
+    assert "checked 84" in run_on_backend("torch", CHECK)

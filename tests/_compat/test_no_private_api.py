@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # imports of private packages, and the private members the compatibility modules wrap
 PRIVATE = re.compile(
     r"(tensorflow\.python|tensorflow\.lite\.python|tensorflow\.lite\.tools|tensorflow\.compiler|"
-    r"keras\.src|keras_hub\.src|\._get_ops_details|\._experimental_|\._inbound_nodes|\._outbound_nodes|"
+    r"keras\.src|keras_hub\.src|jax\._src|\._get_ops_details|\._experimental_|\._inbound_nodes|\._outbound_nodes|"
     r"\._keras_history|\._run_through_graph|\._nodes_by_depth|\._flatten_layers|"
     r"\._symbolic_build|\._maybe_symbolic_build|\._build_from_signature|\._compute_attention|"
     r"\._(query|key|value|output)_dense)\b")
@@ -35,4 +35,5 @@ def test_the_check_finds_a_private_use():
     assert PRIVATE.search("x = layer._inbound_nodes[0]")
     assert PRIVATE.search("from tensorflow.python.eager import context")
     assert PRIVATE.search("from keras_hub.src.utils import preset_utils")
+    assert PRIVATE.search("from jax._src.interpreters import ad")
     assert not PRIVATE.search("from tensorflow.lite import Interpreter")

@@ -1,0 +1,68 @@
+"""keras_pf/_compat/jax.py (written for JAX 0.10): `is_differentiated` must be true exactly
+where a gradient is taken, so that FastMaxPooling2D takes its mask gradient in Keras'
+JAX train step and the framework's max-pool in predict; both must be keras' max-pool in
+values and gradient (ties included, every precision).
+
+Runs in a child process on the jax backend (tests/helpers/other_backend.py:
+$KERAS_PF_JAX_PYTHON, or this interpreter if it has JAX; skipped otherwise)."""
+
+from other_backend import run_on_backend
+
+CHECK = r'''
+import jax, jax.numpy as jnp, numpy as np, keras
+from keras_pf._compat import jax as compat
+from keras_pf.models import layers as pf_layers
+from keras_pf.models.layers import FastMaxPooling2D
+
+assert jax.__version__.startswith(compat.JAX_VERSION), (jax.__version__, compat.JAX_VERSION)
+seen = []
+probe = lambda x: seen.append(compat.is_differentiated(x)) or x
+x = jnp.ones((2, 3))
+probe(x); jax.jit(probe)(x); jax.grad(lambda v: probe(v).sum())(x)
+jax.jit(jax.grad(lambda v: probe(v).sum()))(x); jax.jvp(probe, (x,), (x,))
+jax.jit(jax.value_and_grad(lambda v: jax.jit(probe)(v).sum()))(x)
+assert seen[:5] == [False, False, True, True, True], seen
+
+# Keras' train step takes the mask gradient, predict and a plain call do not
+calls = []
+real = pf_layers.max_pool_gradient
+pf_layers.max_pool_gradient = lambda *a, **k: calls.append(1) or real(*a, **k)
+model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(3, 1),
+                          FastMaxPooling2D(3, 2), keras.layers.Flatten(), keras.layers.Dense(2)])
+model.compile("sgd", "mse")
+data = np.random.default_rng(0).normal(size=(4, 8, 8, 2)).astype("float32")
+model.predict_on_batch(data); model(data)
+assert not calls, "predict took the mask gradient path"
+model.train_on_batch(data, np.zeros((4, 2), "float32"))
+assert calls, "the train step did not take the mask gradient"
+pf_layers.max_pool_gradient = real
+
+configs = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
+           (4, 3, "same"), ((3, 2), (1, 2), "valid")]
+rng = np.random.default_rng(1)
+checked = 0
+for dtype in ("float32", "float16", "bfloat16"):
+    for config in configs:
+        for ties in (False, True):
+            v = rng.integers(-2, 2, (2, 10, 9, 4)) if ties else rng.normal(size=(2, 10, 9, 4))
+            v = v.astype("float64")
+            v[0, 0, :, 0] = -np.inf
+            v = jnp.asarray(v, dtype)
+            mine = FastMaxPooling2D(*config, dtype=dtype)
+            theirs = keras.layers.MaxPooling2D(*config, dtype=dtype)
+            w = jnp.asarray(rng.uniform(0.5, 1.5, theirs.compute_output_shape(v.shape)), dtype)
+            loss = lambda layer: jax.jit(jax.value_and_grad(
+                lambda u: jnp.sum((layer(u) * w).astype("float32")), has_aux=False))
+            (la, ga), (lb, gb) = loss(mine)(v), loss(theirs)(v)
+            assert np.asarray(jax.jit(mine)(v)).tobytes() == np.asarray(theirs(v)).tobytes()
+            assert la == lb, (config, dtype, ties)
+            tol = 1e-6 if dtype == "float32" else 2e-2  # overlapping windows' sums round
+            np.testing.assert_allclose(np.asarray(ga, "float32"), np.asarray(gb, "float32"),
+                                       rtol=tol, atol=tol, err_msg=str((config, dtype, ties)))
+            checked += 1
+print("checked", checked)
+'''
+
+
+def test_mask_gradient_exactly_where_jax_differentiates_and_equal_to_keras():
+    assert "checked 42" in run_on_backend("jax", CHECK)
