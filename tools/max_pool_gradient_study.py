@@ -1,7 +1,8 @@
-"""How the max-pool gradient formulations compare (issue 23), TensorFlow backend, CPU.
+"""How the max-pool gradient formulations compare (issue 23), CPU.
 
-    python tools/max_pool_gradient_study.py pools            # per pool shape
-    python tools/max_pool_gradient_study.py models [--jit]   # whole train steps
+    python tools/max_pool_gradient_study.py pools            # per pool shape (TensorFlow)
+    python tools/max_pool_gradient_study.py models [--jit]   # whole train steps (any
+                                                             # KERAS_BACKEND)
 
 `pools`: forward + backward of one 3x3 max-pool at the shapes R50-max has at batch 8,
 224x224, for TensorFlow's own gradient and keras_pf's mask gradient, without and with

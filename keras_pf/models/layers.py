@@ -144,12 +144,14 @@ class BroadcastSafeLayerNormalization(keras.layers.LayerNormalization):
 
 
 def _pool_geometry(length, size, stride, padding):
-    """`(outputs, pad_before)` of a 1-D pooling window along an axis of `length`, with
-    TensorFlow's (and XLA's, and Keras') "same" convention: the smaller half before."""
+    """`(outputs, pad_before, pad_after)` of a 1-D pooling window along an axis of
+    `length`, with TensorFlow's (and XLA's, and Keras') "same" convention: the smaller
+    half before."""
     if padding == "valid":
-        return (length - size) // stride + 1, 0
+        return (length - size) // stride + 1, 0, 0
     outputs = -(-length // stride)
-    return outputs, max((outputs - 1) * stride + size - length, 0) // 2
+    total = max((outputs - 1) * stride + size - length, 0)
+    return outputs, total // 2, total - total // 2
 
 
 def _slice(x, axis, start, stop, step=1):
@@ -158,31 +160,31 @@ def _slice(x, axis, start, stop, step=1):
     return x[tuple(index)]
 
 
-def _pad(x, axis, before, after):
+def _pad(x, axis, before, after, value=0):
     if not before and not after:
         return x
     widths = [(0, 0)] * len(x.shape)
     widths[axis] = (before, after)
-    return ops.pad(x, widths)
+    return ops.pad(x, widths, constant_values=value)
+
+
+def _offset_dtype(size):
+    return "int8" if size <= 127 else "int32"
 
 
 def window_max(x, axis, size, stride, padding):
     """`(y, offsets)`: the 1-D windowed maximum `y` of `x` along `axis` (window `size`,
     `stride`, "valid"/"same" padding, padding positions never chosen), and for each
-    output the offset in its window of its first maximal element (int8).
+    output the offset in its window of its first maximal element (int8 for windows up
+    to 127).
 
     `y` is the elementwise maximum of `size` strided slices: the same values as the
     framework's max-pool (a maximum is exact whatever the order), in ops that XLA fuses;
     its reduce-window is 3-8x slower on CPU. The offsets come with it almost free and
     make the gradient a few selects (`window_max_gradient`)."""
-    length = x.shape[axis]
-    outputs, before = _pool_geometry(length, size, stride, padding)
+    outputs, before, after = _pool_geometry(x.shape[axis], size, stride, padding)
     span = stride * (outputs - 1) + 1
-    after = max(stride * (outputs - 1) + size - before - length, 0)
-    if before or after:
-        widths = [(0, 0)] * len(x.shape)
-        widths[axis] = (before, after)
-        x = ops.pad(x, widths, constant_values=float("-inf"))
+    x = _pad(x, axis, before, after, float("-inf"))
     # Output i's first window element inside the input: taken whatever its value (an
     # all -inf window's gradient goes to it, not to padding), later ones only if greater.
     first_inside = np.maximum(before - stride * np.arange(outputs), 0)
@@ -192,13 +194,13 @@ def window_max(x, axis, size, stride, padding):
     for offset in range(size):
         window = _slice(x, axis, offset, offset + span, stride)
         if y is None:
-            y, offsets = window, ops.zeros_like(window, dtype="int8")
+            y, offsets = window, ops.zeros_like(window, dtype=_offset_dtype(size))
             continue
         better = ops.greater(window, y)
         forced = first_inside == offset
         if forced.any():
             better = ops.logical_or(better, ops.convert_to_tensor(forced.reshape(broadcast)))
-        offsets = ops.where(better, ops.cast(offset, "int8"), offsets)
+        offsets = ops.where(better, ops.cast(offset, offsets.dtype), offsets)
         y = ops.maximum(y, window)  # NaN propagates as in the framework's max-pool
     return y, offsets
 
@@ -209,9 +211,9 @@ def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
     upstream goes whole to its first maximal element, so the result is the framework's
     gradient where the maximum is unique and a valid subgradient at ties. Selects and
     shifted sums, no scatter (XLA's select-and-scatter is slow on CPU)."""
-    outputs, before = _pool_geometry(length, size, stride, padding)
+    outputs, before, _ = _pool_geometry(length, size, stride, padding)
     zero = ops.zeros((), upstream.dtype)
-    parts = [ops.where(ops.equal(offsets, ops.cast(offset, "int8")), upstream, zero)
+    parts = [ops.where(ops.equal(offsets, ops.cast(offset, offsets.dtype)), upstream, zero)
              for offset in range(size)]
     # Output i's window element `offset` sits at padded position stride * i + offset:
     # phase offset % stride, shifted by offset // stride along that phase.
@@ -275,9 +277,9 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or JAX differentiating the
-    layer; the framework's elsewhere), "mask" or "framework". With the mask gradient the forward is
-    `separable_max_pool` (the same values, faster under XLA on CPU, and the offsets of
-    its maxima make the gradient a few selects). On PyTorch "auto" runs PyTorch's
+    layer; the framework's elsewhere), "mask" or "framework". With the mask gradient
+    the forward is `separable_max_pool` (the same values, faster under XLA on CPU, and
+    the offsets of its maxima make the gradient a few selects). On PyTorch "auto" runs PyTorch's
     max-pool on the channels-last memory itself (`keras_pf._compat.torch`): the same op
     and gradient as Keras' torch max-pool, which copies to channels-first and back and
     takes 10-15x as long; "framework" is Keras' own there. Traced without XLA, as for
@@ -318,15 +320,13 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
         if self._torch_channels_last(inputs):
             from keras_pf._compat.torch import max_pool_channels_last
 
-            pads = []
-            for length, size, stride in zip(inputs.shape[1:3], self.pool_size, self.strides):
-                outputs, before = _pool_geometry(length, size, stride, self.padding)
-                pads.append((before, max(stride * (outputs - 1) + size - before - length, 0)))
+            pads = [_pool_geometry(length, size, stride, self.padding)[1:]
+                    for length, size, stride in zip(inputs.shape[1:3], self.pool_size,
+                                                    self.strides)]
             return max_pool_channels_last(inputs, self.pool_size, self.strides, pads)
         if not self._mask_gradient(inputs):
             return super().call(inputs)
         pool_size, strides, padding = self.pool_size, self.strides, self.padding
-
         input_size = tuple(inputs.shape[1:3])
 
         @ops.custom_gradient

@@ -48,7 +48,7 @@ def _windows(config, in_hw):
     pool_size, strides, padding = config
     (kh, kw) = pool_size if isinstance(pool_size, tuple) else (pool_size, pool_size)
     (sh, sw) = strides if isinstance(strides, tuple) else (strides, strides)
-    geometry = [pf_layers._pool_geometry(n, k, s, padding)
+    geometry = [pf_layers._pool_geometry(n, k, s, padding)[:2]
                 for n, k, s in zip(in_hw, (kh, kw), (sh, sw))]
     (oh, ph), (ow, pw) = geometry
     windows = {}
