@@ -37,8 +37,7 @@ model.train_on_batch(data, np.zeros((4, 2), "float32"))
 assert calls, "the train step did not take the mask gradient"
 pf_layers.max_pool_gradient = real
 
-configs = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
-           (4, 3, "same"), ((3, 2), (1, 2), "valid")]
+from max_pool_cases import CONFIGS as configs
 rng = np.random.default_rng(1)
 checked = 0
 for dtype in ("float32", "float16", "bfloat16"):

@@ -13,8 +13,7 @@ from keras_pf._compat import torch as compat
 from keras_pf.models.layers import FastMaxPooling2D
 
 assert torch.__version__.startswith(compat.TORCH_VERSION), (torch.__version__, compat.TORCH_VERSION)
-configs = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
-           (4, 3, "same"), ((3, 2), (1, 2), "valid")]
+from max_pool_cases import CONFIGS as configs
 rng = np.random.default_rng(0)
 checked = 0
 for dtype in ("float32", "float16", "bfloat16"):

@@ -59,9 +59,8 @@ def test_finetune_arguments_are_checked_by_the_parser(capsys, tmp_path, argv, ne
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("argv, needle", [
+@pytest.mark.parametrize("argv, needle", [  # (bad --model-args: tests/weights/test_convert.py)
     (["--model-args", "{depths: 1"], "not valid JSON"),
-    (["--model-args", "[1, 2]"], "JSON object"),
     (["--input-size", "0"], "--input-size"),
 ])
 def test_convert_arguments_are_checked_by_the_parser(capsys, tmp_path, argv, needle):

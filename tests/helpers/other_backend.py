@@ -24,7 +24,8 @@ def run_on_backend(backend, code, timeout=300):
         if importlib.util.find_spec(backend) is None:
             pytest.skip(f"no {backend} here: set {variable} to an interpreter that has it")
         python = sys.executable
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
+    helpers = os.path.dirname(os.path.abspath(__file__))  # max_pool_cases, ...
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join([ROOT, helpers]))
     result = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,10 +13,8 @@ import tensorflow as tf
 
 from keras_pf.models import layers as pf_layers
 from keras_pf.models.layers import FastMaxPooling2D, max_pool_gradient, separable_max_pool
+from max_pool_cases import CONFIGS  # tests/helpers
 
-# (pool_size, strides, padding): the networks' two (3/1 same, 3/2 valid) and others
-CONFIGS = [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (2, 2, "valid"), (2, 1, "same"),
-           (4, 3, "same"), ((3, 2), (1, 2), "valid")]
 
 
 def _pool(config, gradient, dtype=None):
