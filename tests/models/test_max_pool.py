@@ -264,13 +264,15 @@ def test_mixed_precision_fit_under_xla(monkeypatch, mixed_float16):
 @pytest.mark.slow  # a fresh process (logical CPUs) and three fits: 30-60 s on 2 cores
 def test_mirrored_strategy_fit():
     """MirroredStrategy over two logical CPUs (8 images a replica): the mask gradient's
-    loss curve is TensorFlow's within 5e-3.
+    loss curve is TensorFlow's within 2e-2.
 
     Tolerance: two runs with TensorFlow's gradient give bit-identical curves, so the
-    difference is not nondeterminism of the cross-replica reduction; it is rounding,
-    amplified by the fit: measured 9e-4 for the mask gradient, and 7.5e-4 for
-    TensorFlow's own gradient with each element moved by one float32 ulp at random
-    (on one device both are 2e-5)."""
+    difference is not nondeterminism of the cross-replica reduction; it is rounding
+    (overlapping windows summed in another order), amplified by the fit. TensorFlow's
+    own gradient with each element moved by one float32 ulp at random moves the curve by
+    7.5e-4, 1.5e-3 and 8.0e-3 (three seeds); the mask gradient by 9e-4 in its first form
+    and 8.0e-3 in its offsets form (forward identical, gradients within 5e-7 relative on
+    one device). 2e-2 is 2.5x the widest of those."""
     import json
     import os
     import subprocess
@@ -286,7 +288,7 @@ def test_mirrored_strategy_fit():
     assert curves["framework_again"] == curves["framework"]  # deterministic
     framework = np.asarray(curves["framework"])
     assert framework[-1] < 0.1 * framework[0]  # it learns
-    np.testing.assert_allclose(curves["mask"], framework, rtol=0, atol=5e-3)
+    np.testing.assert_allclose(curves["mask"], framework, rtol=0, atol=2e-2)
 
 
 def test_saved_model_keeps_the_layer(tmp_path):
