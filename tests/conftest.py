@@ -74,17 +74,26 @@ def parity_case(request):
     return ParityCase(request.param)
 
 
+# The smallest ResNet the tests build: one block per stage at a quarter of the width.
+# JSON-able, so that with a "block" it also serves as --model-args.
+TINY_RESNET = {"depths": [1, 1, 1, 1], "width_mult": 0.25}
+
+
+def tiny_resnet(block="hybrid", size=64, classes=10, **kwargs):
+    """A `TINY_RESNET` of `block` stages for `size` x `size` RGB, random weights unless
+    `weights` is given."""
+    import keras_pf
+
+    args = dict(TINY_RESNET, block=block, weights=None, input_shape=(size, size, 3),
+                classes=classes)
+    args.update(kwargs)
+    return keras_pf.PFResNet(**args)
+
+
 @pytest.fixture
 def small_resnet():
-    """A reduced R50-hybrid (width 0.25, one block per stage) with random weights."""
-    def make(**kwargs):
-        import keras_pf
-
-        args = dict(block="hybrid", depths=(1, 1, 1, 1), width_mult=0.25, weights=None,
-                    input_shape=(64, 64, 3), classes=10)
-        args.update(kwargs)
-        return keras_pf.PFResNet(**args)
-    return make
+    """A reduced R50-hybrid (`tiny_resnet`, 64x64, 10 classes)."""
+    return lambda **kwargs: tiny_resnet(**kwargs)
 
 
 @pytest.fixture
@@ -143,8 +152,8 @@ def tiny_family():
 
         common = dict(weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
         if family == "resnet":
-            return keras_pf.PFResNet(block=("max", "hybrid", "hybrid", "max"), depths=(1, 1, 1, 1),
-                                     width_mult=0.25, **common)
+            return keras_pf.PFResNet(block=("max", "hybrid", "hybrid", "max"), **TINY_RESNET,
+                                     **common)
         if family == "vit":
             return keras_pf.PFViT(embed_dim=32, depth=2, num_heads=2, **common)
         return keras_pf.PFPiT(base_dims=(8, 8), depths=(2, 2), heads=(2, 4), patch_size=8,

@@ -11,12 +11,11 @@ import keras_pf
 from keras_pf.benchmark import profile
 from keras_pf.benchmark import run as benchmark
 
-from conftest import load_tool
+from conftest import load_tool, tiny_resnet
 
 
 def _tiny(block):
-    return lambda size: keras_pf.PFResNet(block=block, depths=(1, 1, 1, 1), width_mult=0.25,
-                                          weights=None, input_shape=(size, size, 3), classes=10)
+    return lambda size: tiny_resnet(block, size)
 
 
 def _report(tmp_path_factory, fidelity):

@@ -13,6 +13,8 @@ import keras_pf
 from keras_pf.benchmark import train as benchmark_train
 from keras_pf.models.layers import FastMaxPooling2D
 
+from conftest import tiny_resnet
+
 
 def assert_one_line_usage_error(capsys, argv, needle):
     """`keras-pf ARGV` in this process: exit 2 and one stderr line naming `needle`."""
@@ -27,8 +29,7 @@ def assert_one_line_usage_error(capsys, argv, needle):
 
 
 def _tiny_resnet(block):
-    return lambda size: keras_pf.PFResNet(block=block, depths=(1, 1, 1, 1), width_mult=0.25,
-                                          weights=None, input_shape=(size, size, 3), classes=10)
+    return lambda size: tiny_resnet(block, size)
 
 
 def _tiny_vit(size):

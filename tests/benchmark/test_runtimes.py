@@ -5,14 +5,13 @@ import json
 
 import pytest
 
-import keras_pf
 from keras_pf.benchmark import runtimes
+
+from conftest import tiny_resnet
 
 
 def _tiny(block):
-    return lambda size: keras_pf.PFResNet(block=block, depths=(1, 1, 1, 1), width_mult=0.25,
-                                          weights=None, input_shape=(size, size, 3), classes=10,
-                                          classifier_activation=None)
+    return lambda size: tiny_resnet(block, size, classifier_activation=None)
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 import warnings
 import zlib
 
@@ -15,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import TINY_RESNET
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_RESNET = {"block": "max", "depths": [1, 1, 1, 1], "width_mult": 0.25}
+SMALL_RESNET = dict(TINY_RESNET, block="max")
 
 
 def run_cli(capsys, *argv):

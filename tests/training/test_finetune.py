@@ -10,15 +10,15 @@ import sys
 import keras
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import keras_pf
 from keras_pf.training.finetune import finetune
 
-from conftest import CHANCE, SHAPES, make_shapes_folder
+from conftest import SHAPES, TINY_RESNET, make_shapes_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_RESNET = {"block": "hybrid", "depths": [1, 1, 1, 1], "width_mult": 0.25}
+SMALL_RESNET = dict(TINY_RESNET, block="hybrid")
 # Each class is one shape in its own colour, at a random place and size on a noisy
 # grey background: learnable in a few epochs, but not from a fixed pixel.
 @pytest.fixture(scope="module")

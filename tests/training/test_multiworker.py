@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_shapes_folder
+from conftest import TINY_RESNET, make_shapes_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHILD = os.path.join(REPO, "tests", "helpers", "multiworker_child.py")
-TINY_RESNET = {"block": "hybrid", "depths": [1, 1, 1, 1], "width_mult": 0.25}
+TINY_RESNET = dict(TINY_RESNET, block="hybrid")
 PROCESS_TIMEOUT = 600  # seconds; generous for a loaded 2-core machine
 BATCH, PER_CLASS = 8, 16  # 48 training images: 6 steps of a global batch of 8
 STEPS = 3 * PER_CLASS // BATCH
