@@ -17,11 +17,11 @@ SGD, sparse categorical cross-entropy) on one fixed random batch; `predict_on_ba
 the same batch is timed too. Weights are random: time does not depend on their values.
 """
 
-import functools
 import json
 import os
 import time
 
+import keras
 import numpy as np
 
 from keras_pf._compat.keras import outbound_nodes
@@ -39,8 +39,6 @@ BOUND_SUFFIX = " (bound)"
 
 
 def _is_max_pool(layer):
-    import keras
-
     return isinstance(layer, keras.layers.MaxPooling2D)
 
 
@@ -48,44 +46,32 @@ def _strides(layer):
     return tuple(layer.strides)
 
 
-@functools.cache
-def _subsample_class():
-    import keras
+class Subsample(keras.layers.Layer):
+    """Every `strides`-th row and column, from the first: a strided max-pool made free,
+    with the output shape of a 1x1-window "valid" one."""
 
-    class Subsample(keras.layers.Layer):
-        """Every `strides`-th row and column, from the first: a strided max-pool made
-        free, with the output shape of a 1x1-window "valid" one."""
+    def __init__(self, strides, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.strides, self.data_format = tuple(strides), data_format
 
-        def __init__(self, strides, data_format="channels_last", **kwargs):
-            super().__init__(**kwargs)
-            self.strides, self.data_format = tuple(strides), data_format
+    def call(self, inputs):
+        rows, columns = (slice(None, None, s) for s in self.strides)
+        if self.data_format == "channels_first":
+            return inputs[:, :, rows, columns]
+        return inputs[:, rows, columns, :]
 
-        def call(self, inputs):
-            rows, columns = (slice(None, None, s) for s in self.strides)
-            if self.data_format == "channels_first":
-                return inputs[:, :, rows, columns]
-            return inputs[:, rows, columns, :]
-
-        def compute_output_shape(self, shape):
-            axes = (2, 3) if self.data_format == "channels_first" else (1, 2)
-            shape = list(shape)
-            for axis, s in zip(axes, self.strides):
-                shape[axis] = None if shape[axis] is None else -(-shape[axis] // s)
-            return tuple(shape)
-
-    return Subsample
-
-
-def subsample_layer(strides, data_format, name):
-    return _subsample_class()(strides, data_format, name=name)
+    def compute_output_shape(self, shape):
+        axes = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        shape = list(shape)
+        for axis, s in zip(axes, self.strides):
+            shape[axis] = None if shape[axis] is None else -(-shape[axis] // s)
+        return tuple(shape)
 
 
 def bound_network(model):
     """The bound of functional `model` (see the module docstring): a new model with the
     same layer names and weights except the max-pools. Raises ValueError if `model` has
     no max-pool or a free pool would change a shape."""
-    import keras
-
     pools = [layer for layer in model.layers if _is_max_pool(layer)]
     if not pools:
         raise ValueError(f"Model '{model.name}' has no MaxPooling2D layer: it has no bound")
@@ -101,7 +87,7 @@ def bound_network(model):
         if _is_max_pool(layer):
             if max(_strides(layer)) == 1:
                 return keras.layers.Identity(name=layer.name)
-            return subsample_layer(_strides(layer), layer.data_format, layer.name)
+            return Subsample(_strides(layer), layer.data_format, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
     try:
@@ -125,7 +111,7 @@ def pool_counts(model):
     strided slices (`Subsample`) that a bound has in place of strided ones."""
     counts = {"stride_1": 0, "strided": 0, "subsampled": 0}
     for layer in model.layers:
-        if isinstance(layer, _subsample_class()):
+        if isinstance(layer, Subsample):
             counts["subsampled"] += 1
         elif _is_max_pool(layer):
             counts["stride_1" if max(_strides(layer)) == 1 else "strided"] += 1
@@ -139,8 +125,6 @@ def time_steps(models, batch_size=8, rounds=5, warmup=2, jit_compile=False, pred
                log=print, seed=0):
     """`{name: {"train": [seconds per round], "predict": [...]}}`: `train_on_batch` (and
     `predict_on_batch`) of every model, one call each per round, models interleaved."""
-    import keras
-
     rng = np.random.default_rng(seed)
     batches = {}
     for name, model in models.items():
@@ -187,8 +171,6 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
     with max-pools (not of `reference`), write `train_<backend>[_jit].json` and `.md` to
     `output_dir`, and return the report. `builders`: optional `{name: callable(image_size)
     -> model}` for models outside `keras_pf.benchmark.run.build` (e.g. small test models)."""
-    import keras
-
     models = list(models or DEFAULT_MODELS)
     if rounds < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"Need rounds >= 1, warmup >= 0 and batch size >= 1; received "
@@ -199,9 +181,9 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
     for name in models:  # unknown names fail before minutes of building
         if name not in builders:
             resolve.check_name(name, baselines=True)
-    info = machine()
-    info.update(backend=keras.backend.backend(), image_size=image_size, batch_size=batch_size,
-                rounds=rounds, warmup=warmup, jit_compile=bool(jit_compile),
+    info = machine()  # with the backend
+    info.update(image_size=image_size, batch_size=batch_size, rounds=rounds, warmup=warmup,
+                jit_compile=bool(jit_compile),
                 step="train_on_batch, SGD, sparse categorical cross-entropy",
                 weights="random (weights=None)")
     built, rows = {}, {}
@@ -210,7 +192,7 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
         model = builders[name](image_size) if name in builders else build(name, image_size)
         built[name] = model
         rows[name] = {"study": False, "max_pools": pool_counts(model)}
-        if bounds and name != reference and any(pool_counts(model).values()):
+        if bounds and name != reference and any(rows[name]["max_pools"].values()):
             bound = bound_network(model)
             built[name + BOUND_SUFFIX] = bound
             rows[name + BOUND_SUFFIX] = {"study": True, "bound_of": name,

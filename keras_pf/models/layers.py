@@ -290,13 +290,17 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
     gradient = "auto"
 
+    def _static_channels_last(self, inputs):
+        """Where the own forms apply: channels-last 4-D input of known height and width."""
+        return (self.data_format == "channels_last" and len(inputs.shape) == 4
+                and all(d is not None for d in inputs.shape[1:3]))
+
     def _mask_gradient(self, inputs):
         choice = self.gradient
         if choice not in ("auto", "mask", "framework"):
             raise ValueError(f"Layer '{self.name}': gradient must be 'auto', 'mask' or "
                              f"'framework'; received {choice!r}")
-        if (self.data_format != "channels_last" or len(inputs.shape) != 4
-                or any(d is None for d in inputs.shape[1:3])):
+        if not self._static_channels_last(inputs):
             return False
         if choice != "auto":
             return choice == "mask"
@@ -313,8 +317,7 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
     def _torch_channels_last(self, inputs):
         return (keras.backend.backend() == "torch" and self.gradient == "auto"
-                and self.data_format == "channels_last" and len(inputs.shape) == 4
-                and all(d is not None for d in inputs.shape[1:3]))
+                and self._static_channels_last(inputs))
 
     def call(self, inputs):
         if self._torch_channels_last(inputs):
