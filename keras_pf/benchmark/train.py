@@ -215,9 +215,29 @@ def output_stem(backend, jit_compile):
     return f"train_{backend}" + ("_jit" if jit_compile else "")
 
 
+def gap_interval(model, bound, reference, level=0.95, resamples=2000, seed=0):
+    """`(low, high)`: a bootstrap interval of the gap `median(model) / median(reference) -
+    median(bound) / median(reference)` from three series of per-round times, resampling
+    whole rounds (the three were timed in the same round, so a round's load stays with
+    all three). How far the gap could move in another run of the same length: on a
+    shared 2-core machine single steps vary by 30%, so a gap of a few hundredths is only
+    told apart from noise when the interval is narrow enough."""
+    series = np.asarray([model, bound, reference], dtype=np.float64)
+    if series.ndim != 2 or series.shape[1] < 1:
+        raise ValueError("gap_interval needs three equally long non-empty series")
+    rounds = series.shape[1]
+    picks = np.random.default_rng(seed).integers(0, rounds, (resamples, rounds))
+    medians = np.median(series[:, picks], axis=2)  # (3, resamples)
+    gaps = (medians[0] - medians[1]) / medians[2]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(gaps, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def _ratios(report):
     """Ratios to the reference; for each model with a bound, the gaps (model ratio minus
-    bound ratio) and, for `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`."""
+    bound ratio) with the train gap's 95% interval (`gap_interval`) and, for
+    `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`."""
     rows, ref = report["models"], report["models"][report["reference"]]
     for row in rows.values():
         row["ratio"] = {kind: row[kind]["seconds"] / ref[kind]["seconds"]
@@ -228,6 +248,9 @@ def _ratios(report):
             continue
         row["gap_to_bound"] = {kind: row["ratio"][kind] - bound["ratio"][kind]
                                for kind in row["ratio"] if kind in bound["ratio"]}
+        if "train" in row["gap_to_bound"]:
+            row["train_gap_interval_95"] = list(gap_interval(
+                row["train"]["rounds"], bound["train"]["rounds"], ref["train"]["rounds"]))
         if name in TARGET_MODELS:
             row["target"] = {"train_gap_at_most": TARGET_GAP,
                              "met": row["gap_to_bound"]["train"] <= TARGET_GAP}
@@ -255,7 +278,8 @@ def format_markdown(report):
         f"{info['warmup']} warm-up; load average {info['load_average_start'][0]:.2f} at "
         f"start, {info['load_average_end'][0]:.2f} at end. (x) = ratio to {ref}. "
         f"*(bound)*: a study, not a model: every max-pool made free (stride 1: identity; "
-        f"strided: a strided slice); gap: the model's ratio minus its bound's.",
+        f"strided: a strided slice); gap: the model's ratio minus its bound's, "
+        f"[95% interval, resampling rounds].",
         "",
     ]
     predict = any("predict" in row for row in rows.values())
@@ -270,6 +294,9 @@ def format_markdown(report):
                  f"{train['images_per_second']:.1f}"]
         gap = row.get("gap_to_bound", {})
         text = f"{gap['train']:+.3f}" if "train" in gap else "–"
+        if "train_gap_interval_95" in row:
+            low, high = row["train_gap_interval_95"]
+            text += f" [{low:+.3f}, {high:+.3f}]"
         if "target" in row:
             text += f" (target <= {row['target']['train_gap_at_most']}: " \
                     f"{'met' if row['target']['met'] else 'not met'})"

@@ -279,7 +279,9 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or JAX differentiating the
     layer; the framework's elsewhere), "mask" or "framework". With the mask gradient
     the forward is `separable_max_pool` (the same values, faster under XLA on CPU, and
-    the offsets of its maxima make the gradient a few selects). On PyTorch "auto" runs PyTorch's
+    the offsets of its maxima make the gradient a few selects). On JAX outside autodiff
+    (predict) "auto" takes a stride-1 pool as two 1-D reduce-windows, the same maxima
+    faster. On PyTorch "auto" runs PyTorch's
     max-pool on the channels-last memory itself (`keras_pf._compat.torch`): the same op
     and gradient as Keras' torch max-pool, which copies to channels-first and back and
     takes 10-15x as long; "framework" is Keras' own there. Traced without XLA, as for
@@ -319,6 +321,13 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
         return (keras.backend.backend() == "torch" and self.gradient == "auto"
                 and self._static_channels_last(inputs))
 
+    def _jax_separable(self, inputs):
+        """JAX outside autodiff, stride 1: two 1-D reduce-windows (a row's window, then
+        over rows) instead of one 2-D one. (Strided, the 1-D pair is slower at the stem's
+        shapes with a fused ReLU: 18 ms against 6.5 at 114x114x64.)"""
+        return (keras.backend.backend() == "jax" and self.gradient == "auto"
+                and tuple(self.strides) == (1, 1) and self._static_channels_last(inputs))
+
     def call(self, inputs):
         if self._torch_channels_last(inputs):
             from keras_pf._compat.torch import max_pool_channels_last
@@ -328,6 +337,10 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
                                                     self.strides)]
             return max_pool_channels_last(inputs, self.pool_size, self.strides, pads)
         if not self._mask_gradient(inputs):
+            if self._jax_separable(inputs):
+                # the same maxima as one 2-D reduce-window, 5-8x faster in XLA on CPU
+                rows = ops.max_pool(inputs, (1, self.pool_size[1]), 1, self.padding)
+                return ops.max_pool(rows, (self.pool_size[0], 1), 1, self.padding)
             return super().call(inputs)
         pool_size, strides, padding = self.pool_size, self.strides, self.padding
         input_size = tuple(inputs.shape[1:3])

@@ -37,6 +37,16 @@ model.train_on_batch(data, np.zeros((4, 2), "float32"))
 assert calls, "the train step did not take the mask gradient"
 pf_layers.max_pool_gradient = real
 
+# outside autodiff a stride-1 pool is two 1-D reduce-windows (faster in XLA on CPU), a
+# strided one JAX's 2-D one
+def windows(layer, shape=(2, 10, 9, 4)):
+    import re
+    text = str(jax.make_jaxpr(layer)(jnp.ones(shape)))
+    return re.findall(r"reduce_window_max\[[^\]]*window_dimensions=(\([^)]*\))", text)
+assert windows(FastMaxPooling2D(3, 1, "same")) == ["(1, 1, 3, 1)", "(1, 3, 1, 1)"], \
+    windows(FastMaxPooling2D(3, 1, "same"))
+assert windows(FastMaxPooling2D(3, 2)) == ["(1, 3, 3, 1)"]
+
 from max_pool_cases import CONFIGS as configs
 rng = np.random.default_rng(1)
 checked = 0

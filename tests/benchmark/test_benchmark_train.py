@@ -119,11 +119,13 @@ def test_report_structure(report):
     assert rows["PFResNet50Max"]["target"] == {"train_gap_at_most": 0.04, "met": gap <= 0.04}
     assert "target" not in rows["tiny_vit"]  # the target is set for the ResNets only
     assert rows["PFResNet50Max (bound)"]["bound_of"] == "PFResNet50Max"
+    low, high = rows["PFResNet50Max"]["train_gap_interval_95"]
+    assert low <= high and "train_gap_interval_95" not in rows["tiny_plain"]
     with open(out / "train_tensorflow.json") as f:
         assert json.load(f) == json.loads(json.dumps(result))
     markdown = (out / "train_tensorflow.md").read_text()
     for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
-                 "met" if gap <= 0.04 else "not met", "no XLA"):
+                 "met" if gap <= 0.04 else "not met", "no XLA", f"[{low:+.3f}, {high:+.3f}]"):
         assert text in markdown
     # JAX compiles every step with XLA: the report says so, not "no XLA"
     on_jax = json.loads(json.dumps(result))
@@ -138,6 +140,27 @@ def test_report_structure(report):
     on_torch["machine"].update(backend="torch", torch="9.9.9")
     title = benchmark_train.format_markdown(on_torch).splitlines()[0]
     assert "torch backend, no XLA" in title and "PyTorch 9.9.9, Keras" in title
+
+
+def test_gap_interval_resamples_whole_rounds():
+    rng = np.random.default_rng(3)
+    # no noise: the interval is the gap itself
+    assert benchmark_train.gap_interval([1.1] * 5, [1.0] * 5, [2.0] * 5) == \
+        pytest.approx((0.05, 0.05))
+    # a load shared by the three within each round (0.5x-2x) cancels: rounds stay together
+    load = rng.uniform(0.5, 2.0, 16)
+    low, high = benchmark_train.gap_interval(1.1 * load, 1.0 * load, 2.0 * load)
+    assert low == pytest.approx(0.05) and high == pytest.approx(0.05)
+    # independent noise: the interval holds the true gap (0.05) and narrows with rounds
+    def noisy(rounds):
+        times = [scale * rng.lognormal(0, 0.2, rounds) for scale in (1.1, 1.0, 2.0)]
+        low, high = benchmark_train.gap_interval(*times)
+        return low, high
+    short, long = noisy(8), noisy(128)
+    assert short[0] < 0.05 < short[1] and long[0] < 0.05 < long[1]
+    assert long[1] - long[0] < 0.5 * (short[1] - short[0])
+    with pytest.raises(ValueError):
+        benchmark_train.gap_interval([1.0, 2.0], [1.0], [1.0, 2.0])
 
 
 def test_bad_arguments(tmp_path):
