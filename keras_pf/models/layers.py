@@ -210,9 +210,27 @@ def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
     size, stride, padding)`, given `upstream` = dL/dy and its `offsets`: each window's
     upstream goes whole to its first maximal element, so the result is the framework's
     gradient where the maximum is unique and a valid subgradient at ties. Selects and
-    shifted sums, no scatter (XLA's select-and-scatter is slow on CPU)."""
+    shifted sums, no scatter (XLA's select-and-scatter is slow on CPU): gathered at
+    stride 1, scattered phase by phase when strided."""
     outputs, before, _ = _pool_geometry(length, size, stride, padding)
     zero = ops.zeros((), upstream.dtype)
+    if stride == 1:
+        # Gathered: input m receives output j = m + before - k where j's offset is k, as
+        # slices of the padded upstream and offsets (-1 in the padding: no offset). In a
+        # whole JAX train step (R50-hybrid) its passes cost half the scattered form's
+        # below (114 against 202 ms a step), which pads each part to its place.
+        left = max(size - 1 - before, 0)
+        right = max(length + before - outputs, 0)
+        up = _pad(upstream, axis, left, right)
+        off = _pad(offsets, axis, left, right, value=-1)
+        total = None
+        for offset in range(size):
+            start = before - offset + left
+            part = ops.where(ops.equal(_slice(off, axis, start, start + length),
+                                       ops.cast(offset, offsets.dtype)),
+                             _slice(up, axis, start, start + length), zero)
+            total = part if total is None else total + part
+        return total
     parts = [ops.where(ops.equal(offsets, ops.cast(offset, offsets.dtype)), upstream, zero)
              for offset in range(size)]
     # Output i's window element `offset` sits at padded position stride * i + offset:
@@ -249,12 +267,81 @@ def separable_max_pool(x, pool_size, strides, padding):
     return y, (row_offsets, column_offsets)
 
 
+def _pad_spatial(x, rows, columns, value):
+    return ops.pad(x, [(0, 0), rows, columns, (0, 0)], constant_values=value)
+
+
+def window_max_2d(x, pool_size, padding):
+    """`(y, offsets)` of a stride-1 max-pool of channels-last `x` in one pass: `y` the
+    maximum of the kh*kw shifted slices of `x` padded with -inf, `offsets` the row-major
+    index in its window of each output's first maximal element (an all -inf window's
+    first element inside the input)."""
+    (kh, kw), (height, width) = pool_size, x.shape[1:3]
+    rows, top, bottom = _pool_geometry(height, kh, 1, padding)
+    columns, left, right = _pool_geometry(width, kw, 1, padding)
+    x = _pad_spatial(x, (top, bottom), (left, right), float("-inf"))
+    first_row = np.maximum(top - np.arange(rows), 0)[:, None]
+    first_column = np.maximum(left - np.arange(columns), 0)[None, :]
+    y = offsets = None
+    for i in range(kh):
+        for j in range(kw):
+            window = x[:, i:i + rows, j:j + columns, :]
+            if y is None:
+                y, offsets = window, ops.zeros_like(window, dtype=_offset_dtype(kh * kw))
+                continue
+            better = ops.greater(window, y)
+            forced = (first_row == i) & (first_column == j)
+            if forced.any():
+                better = ops.logical_or(better, ops.convert_to_tensor(forced[None, :, :, None]))
+            offsets = ops.where(better, ops.cast(i * kw + j, offsets.dtype), offsets)
+            y = ops.maximum(y, window)
+    return y, offsets
+
+
+def window_max_2d_gradient(upstream, offsets, input_size, pool_size, padding):
+    """dL/dx of `window_max_2d`, gathered: input (m, n) receives output (m + top - i,
+    n + left - j) where that output's offset is (i, j); slices of the padded upstream
+    and offsets (-1 in the padding: no offset), one pass."""
+    (kh, kw), (height, width) = pool_size, input_size
+    rows, top, _ = _pool_geometry(height, kh, 1, padding)
+    columns, left, _ = _pool_geometry(width, kw, 1, padding)
+    pads = ((max(kh - 1 - top, 0), max(height + top - rows, 0)),
+            (max(kw - 1 - left, 0), max(width + left - columns, 0)))
+    up = _pad_spatial(upstream, *pads, 0)
+    off = _pad_spatial(offsets, *pads, -1)
+    zero = ops.zeros((), upstream.dtype)
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            r, c = top - i + pads[0][0], left - j + pads[1][0]
+            part = ops.where(ops.equal(off[:, r:r + height, c:c + width, :],
+                                       ops.cast(i * kw + j, offsets.dtype)),
+                             up[:, r:r + height, c:c + width, :], zero)
+            total = part if total is None else total + part
+    return total
+
+
+def mask_max_pool(x, pool_size, strides, padding):
+    """`(y, offsets)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
+    channels-last 4-D `x` of static height and width, and what `max_pool_gradient` needs:
+    in one pass at stride 1 (`window_max_2d`), separably when strided
+    (`separable_max_pool`). In a whole JAX train step the one pass costs half the
+    separable form's memory passes (R50-hybrid's pools: 59 against 108 ms of a step's
+    fusions). Strided pools (the stem, the first block of a stage) keep the separable
+    form, which was not measured against a strided one pass."""
+    if tuple(strides) == (1, 1):
+        return window_max_2d(x, pool_size, padding)
+    return separable_max_pool(x, pool_size, strides, padding)
+
+
 def max_pool_gradient(upstream, offsets, input_size, pool_size, strides, padding):
-    """dL/dx of `y, offsets = separable_max_pool(x, pool_size, strides, padding)` for `x`
-    of spatial `input_size` (height, width), given `upstream` = dL/dy: to the first
-    maximal row of each window, then to the first maximal element of that row, i.e. to
-    the first maximal element in row-major order, as TensorFlow's MaxPoolGrad and XLA's
-    select-and-scatter choose."""
+    """dL/dx of `y, offsets = mask_max_pool(x, pool_size, strides, padding)` for `x` of
+    spatial `input_size` (height, width), given `upstream` = dL/dy: to each window's
+    first maximal element in row-major order, as TensorFlow's MaxPoolGrad and XLA's
+    select-and-scatter choose. (Separably: to the first maximal row of each window, then
+    to the first maximal element of that row, which is the same element.)"""
+    if tuple(strides) == (1, 1):
+        return window_max_2d_gradient(upstream, offsets, input_size, pool_size, padding)
     (kh, kw), (sh, sw) = pool_size, strides
     row_offsets, column_offsets = offsets
     upstream = window_max_gradient(upstream, row_offsets, 1, input_size[0], kh, sh, padding)
@@ -278,7 +365,7 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
     `gradient` (an attribute, not part of the config): "auto" (the mask gradient under
     XLA, i.e. TensorFlow tracing for `jit_compile=True` or JAX differentiating the
     layer; the framework's elsewhere), "mask" or "framework". With the mask gradient
-    the forward is `separable_max_pool` (the same values, faster under XLA on CPU, and
+    the forward is `mask_max_pool` (the same values, faster under XLA on CPU, and
     the offsets of its maxima make the gradient a few selects). On JAX outside autodiff
     (predict) "auto" takes a stride-1 pool as two 1-D reduce-windows, the same maxima
     faster. On PyTorch "auto" runs PyTorch's
@@ -347,7 +434,7 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
 
         @ops.custom_gradient
         def pool(x):
-            y, offsets = separable_max_pool(x, pool_size, strides, padding)
+            y, offsets = mask_max_pool(x, pool_size, strides, padding)
 
             def grad(*args, upstream=None):  # TF/JAX: grad(upstream); PyTorch: keyword
                 if upstream is None:

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_pf.models import layers as pf_layers
-from keras_pf.models.layers import FastMaxPooling2D, max_pool_gradient, separable_max_pool
+from keras_pf.models.layers import FastMaxPooling2D, mask_max_pool, max_pool_gradient
 from max_pool_cases import CONFIGS  # tests/helpers
 
 
@@ -116,8 +116,8 @@ def test_gradient_at_ties_goes_to_the_first_maximal_element(config):
     layer = _pool(config, "mask")
     y = np.asarray(keras.layers.MaxPooling2D(*config)(x))
     # one one-hot upstream per batch element: every output's gradient in one call
-    pooled, offsets = separable_max_pool(tf.constant(x), layer.pool_size, layer.strides,
-                                         layer.padding)
+    pooled, offsets = mask_max_pool(tf.constant(x), layer.pool_size, layer.strides,
+                                    layer.padding)
     np.testing.assert_array_equal(np.asarray(pooled), y)
     assert_routed_to_first_maximum(
         config, x, y, lambda up: np.asarray(max_pool_gradient(
