@@ -48,7 +48,9 @@ def add_arguments(parser):
                              "ResNet50 on the current Keras backend, instead of inference; "
                              "writes train_<backend>[_jit].json and .md")
     parser.add_argument("--jit", action="store_true",
-                        help="with --train: compile the steps with XLA (jit_compile=True)")
+                        help="with --train: compile the steps with XLA (jit_compile=True); "
+                             "without it, what fit does by default (jit_compile=\"auto\": "
+                             "XLA on JAX, none on PyTorch or on TensorFlow on a CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="with --train: images per step (default 8)")
 
@@ -75,7 +77,8 @@ def run_train(args):
                                 8 if args.batch_size is None else args.batch_size,
                                 5 if args.runs is None else args.runs,
                                 2 if args.warmup is None else args.warmup,
-                                jit_compile=args.jit, output_dir=args.output_dir)
+                                jit_compile=True if args.jit else "auto",
+                                output_dir=args.output_dir)
     print(format_markdown(report))
     stem = output_stem(report["machine"]["backend"], args.jit)
     print(f"Wrote {stem}.json and {stem}.md to {args.output_dir}")

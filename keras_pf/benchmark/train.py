@@ -121,10 +121,12 @@ def pool_counts(model):
 # ----------------------------------------------------------------------------- timing
 
 
-def time_steps(models, batch_size=8, rounds=5, warmup=2, jit_compile=False, predict=True,
+def time_steps(models, batch_size=8, rounds=5, warmup=2, jit_compile="auto", predict=True,
                log=print, seed=0):
     """`{name: {"train": [seconds per round], "predict": [...]}}`: `train_on_batch` (and
-    `predict_on_batch`) of every model, one call each per round, models interleaved."""
+    `predict_on_batch`) of every model, one call each per round, models interleaved.
+    `jit_compile` goes to `model.compile`: "auto" is what `fit` does by default (XLA on
+    JAX; none on PyTorch or on TensorFlow without an accelerator)."""
     rng = np.random.default_rng(seed)
     batches = {}
     for name, model in models.items():
@@ -165,7 +167,7 @@ def _summary(series, batch_size):
 
 
 def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warmup=2,
-                       jit_compile=False, predict=True, bounds=True, builders=None,
+                       jit_compile="auto", predict=True, bounds=True, builders=None,
                        reference=REFERENCE, output_dir="benchmarks", log=print):
     """Time `models` (default: `keras_pf.benchmark.run.DEFAULT_MODELS`) and the bounds of those
     with max-pools (not of `reference`), write `train_<backend>[_jit].json` and `.md` to
@@ -183,7 +185,7 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             resolve.check_name(name, baselines=True)
     info = machine()  # with the backend
     info.update(image_size=image_size, batch_size=batch_size, rounds=rounds, warmup=warmup,
-                jit_compile=bool(jit_compile),
+                jit_compile_requested=jit_compile,
                 step="train_on_batch, SGD, sparse categorical cross-entropy",
                 weights="random (weights=None)")
     built, rows = {}, {}
@@ -198,6 +200,8 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             rows[name + BOUND_SUFFIX] = {"study": True, "bound_of": name,
                                          "max_pools": pool_counts(bound)}
     times = time_steps(built, batch_size, rounds, warmup, jit_compile, predict, log)
+    # what Keras resolved "auto" to (the same for every model here: all support XLA)
+    info["jit_compile"] = bool(built[reference].jit_compile)
     for name, kinds in times.items():
         for kind, series in kinds.items():
             rows[name][kind] = _summary(series, batch_size)
@@ -205,7 +209,7 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
     report = {"machine": info, "reference": reference, "models": rows}
     _ratios(report)
     os.makedirs(output_dir, exist_ok=True)
-    stem = os.path.join(output_dir, output_stem(info["backend"], jit_compile))
+    stem = os.path.join(output_dir, output_stem(info["backend"], jit_compile is True))
     write_atomic(stem + ".json", json.dumps(report, indent=2) + "\n")
     write_atomic(stem + ".md", format_markdown(report))
     return report
@@ -268,8 +272,10 @@ def _framework(info):
 
 def format_markdown(report):
     info, ref, rows = report["machine"], report["reference"], report["models"]
-    mode = ("XLA (`jit_compile=True`)" if info["jit_compile"] else
-            "XLA (JAX compiles every step)" if info["backend"] == "jax" else "no XLA")
+    requested = info.get("jit_compile_requested", info["jit_compile"])
+    mode = ("XLA (`jit_compile=True`)" if requested is True else
+            "XLA (Keras' default here, `jit_compile=\"auto\"`)" if info["jit_compile"] else
+            "no XLA")
     lines = [
         f"Train step on the {info['backend']} backend, {mode}: {info['cpu']}, "
         f"{info['cores']} cores; {_framework(info)}, Keras {info['keras']}; "

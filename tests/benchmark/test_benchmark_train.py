@@ -127,11 +127,14 @@ def test_report_structure(report):
     for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
                  "met" if gap <= 0.04 else "not met", "no XLA", f"[{low:+.3f}, {high:+.3f}]"):
         assert text in markdown
-    # JAX compiles every step with XLA: the report says so, not "no XLA"
+    # the title says what Keras resolved "auto" to: XLA on JAX, eager elsewhere
+    assert result["machine"]["jit_compile_requested"] == "auto"
     on_jax = json.loads(json.dumps(result))
-    on_jax["machine"]["backend"] = "jax"
+    on_jax["machine"].update(backend="jax", jit_compile=True)
     title = benchmark_train.format_markdown(on_jax).splitlines()[0]
-    assert "jax backend, XLA (JAX" in title and "no XLA" not in title
+    assert "jax backend, XLA (Keras' default" in title and "no XLA" not in title
+    on_jax["machine"].update(jit_compile=False)  # e.g. a report of an eager JAX run
+    assert "jax backend, no XLA" in benchmark_train.format_markdown(on_jax)
     # the versions are those of the backend's framework
     import tensorflow as tf
 
@@ -181,6 +184,25 @@ def test_bad_arguments(tmp_path):
 def test_cli_options_of_the_other_mode_are_usage_errors(capsys, tmp_path, argv, needle):
     assert_one_line_usage_error(capsys, ["benchmark", *argv, "--output-dir", str(tmp_path)], needle)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, expected", [([], "auto"), (["--jit"], True)])
+def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, expected):
+    """Without --jit the steps are compiled as `fit` compiles them by default
+    (jit_compile="auto": XLA on JAX); an earlier False made JAX's steps eager."""
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(benchmark_train, "benchmark_training", fake)
+    from keras_pf_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--train", *argv, "--models", "ResNet50", "--output-dir",
+              str(tmp_path)])
+    assert seen["jit_compile"] == expected
 
 
 def test_cli_train_unknown_model_is_one_line(capsys, tmp_path):
