@@ -9,6 +9,9 @@ graph the phone GPU delegate accepts; and one activation, an exact GELU written 
 `erf` that every export format has.
 """
 
+import functools
+import itertools
+
 import numpy as np
 
 import keras
@@ -155,16 +158,28 @@ def _pool_geometry(length, size, stride, padding):
 
 
 def _slice(x, axis, start, stop, step=1):
+    return _slice_axes(x, {axis: (start, stop, step)})
+
+
+def _slice_axes(x, bounds):
+    """`x` sliced along each axis of `bounds` ({axis: (start, stop[, step])})."""
     index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop, step)
+    for axis, bound in bounds.items():
+        index[axis] = slice(*bound)
     return x[tuple(index)]
 
 
 def _pad(x, axis, before, after, value=0):
-    if not before and not after:
+    return _pad_axes(x, {axis: (before, after)}, value)
+
+
+def _pad_axes(x, widths_by_axis, value=0):
+    """`x` padded with `value` along each axis of `widths_by_axis` ({axis: (before, after)})."""
+    if not any(any(widths) for widths in widths_by_axis.values()):
         return x
     widths = [(0, 0)] * len(x.shape)
-    widths[axis] = (before, after)
+    for axis, pair in widths_by_axis.items():
+        widths[axis] = pair
     return ops.pad(x, widths, constant_values=value)
 
 
@@ -172,67 +187,91 @@ def _offset_dtype(size):
     return "int8" if size <= 127 else "int32"
 
 
-def window_max(x, axis, size, stride, padding):
-    """`(y, offsets)`: the 1-D windowed maximum `y` of `x` along `axis` (window `size`,
-    `stride`, "valid"/"same" padding, padding positions never chosen), and for each
-    output the offset in its window of its first maximal element (int8 for windows up
-    to 127).
+def _window_positions(sizes):
+    """`(index, per-axis offsets)` of every window element, in row-major order."""
+    return enumerate(itertools.product(*(range(size) for size in sizes)))
 
-    `y` is the elementwise maximum of `size` strided slices: the same values as the
-    framework's max-pool (a maximum is exact whatever the order), in ops that XLA fuses;
-    its reduce-window is 3-8x slower on CPU. The offsets come with it almost free and
-    make the gradient a few selects (`window_max_gradient`)."""
-    outputs, before, after = _pool_geometry(x.shape[axis], size, stride, padding)
-    span = stride * (outputs - 1) + 1
-    x = _pad(x, axis, before, after, float("-inf"))
-    # Output i's first window element inside the input: taken whatever its value (an
-    # all -inf window's gradient goes to it, not to padding), later ones only if greater.
-    first_inside = np.maximum(before - stride * np.arange(outputs), 0)
-    broadcast = [1] * len(x.shape)
-    broadcast[axis] = outputs
+
+def window_max(x, axes, sizes, strides, padding):
+    """`(y, offsets)`: the windowed maximum `y` of `x` over `axes` (window `sizes`,
+    `strides` per axis, "valid"/"same" padding, padding positions never chosen), and for
+    each output the row-major index in its window of its first maximal element (int8
+    for windows up to 127 elements).
+
+    `y` is the elementwise maximum of the window's strided slices: the same values as
+    the framework's max-pool (a maximum is exact whatever the order), in ops that XLA
+    fuses; its reduce-window is 3-8x slower on CPU. The offsets come with it almost free
+    and make the gradient a few selects (`window_max_gradient`, `gathered_gradient`)."""
+    geometry = {axis: _pool_geometry(x.shape[axis], size, stride, padding)
+                for axis, size, stride in zip(axes, sizes, strides)}
+    x = _pad_axes(x, {axis: (before, after) for axis, (_, before, after) in geometry.items()},
+                  float("-inf"))
+    # Output i's first window element inside the input, per axis: taken whatever its
+    # value (an all -inf window's gradient goes to it, not to padding), later ones only
+    # if greater.
+    first_inside = {}
+    for axis, stride in zip(axes, strides):
+        outputs, before, _ = geometry[axis]
+        shape = [1] * len(x.shape)
+        shape[axis] = outputs
+        first_inside[axis] = np.maximum(before - stride * np.arange(outputs), 0).reshape(shape)
     y = offsets = None
-    for offset in range(size):
-        window = _slice(x, axis, offset, offset + span, stride)
+    for index, position in _window_positions(sizes):
+        window = _slice_axes(x, {
+            axis: (offset, offset + stride * (geometry[axis][0] - 1) + 1, stride)
+            for axis, offset, stride in zip(axes, position, strides)})
         if y is None:
-            y, offsets = window, ops.zeros_like(window, dtype=_offset_dtype(size))
+            y, offsets = window, ops.zeros_like(window, dtype=_offset_dtype(np.prod(sizes)))
             continue
         better = ops.greater(window, y)
-        forced = first_inside == offset
+        forced = functools.reduce(np.logical_and, [first_inside[axis] == offset
+                                                   for axis, offset in zip(axes, position)])
         if forced.any():
-            better = ops.logical_or(better, ops.convert_to_tensor(forced.reshape(broadcast)))
-        offsets = ops.where(better, ops.cast(offset, offsets.dtype), offsets)
+            better = ops.logical_or(better, ops.convert_to_tensor(forced))
+        offsets = ops.where(better, ops.cast(index, offsets.dtype), offsets)
         y = ops.maximum(y, window)  # NaN propagates as in the framework's max-pool
     return y, offsets
 
 
+def gathered_gradient(upstream, offsets, axes, lengths, sizes, padding):
+    """Gradient with respect to `x` (of `lengths` along `axes`) of `window_max(x, axes,
+    sizes, (1, ...), padding)`, given `upstream` = dL/dy and its `offsets`, gathered:
+    input m receives output m + before - k wherever that output's offset is k, as slices
+    of the padded upstream and offsets (-1 in the padding: no offset), one pass. (A
+    scattered form, each offset's part padded to its place, costs more passes over
+    memory: in R50-hybrid's compiled JAX step its pools' fusions took 202 ms against
+    108-114 gathered, and 59 with both axes in one pass.)"""
+    geometry = {axis: _pool_geometry(length, size, 1, padding)
+                for axis, length, size in zip(axes, lengths, sizes)}
+    widths = {axis: (max(size - 1 - before, 0), max(length + before - outputs, 0))
+              for (axis, (outputs, before, _)), length, size
+              in zip(geometry.items(), lengths, sizes)}
+    up = _pad_axes(upstream, widths, 0)
+    off = _pad_axes(offsets, widths, -1)
+    zero = ops.zeros((), upstream.dtype)
+    total = None
+    for index, position in _window_positions(sizes):
+        bounds = {}
+        for axis, offset, length in zip(axes, position, lengths):
+            start = geometry[axis][1] - offset + widths[axis][0]
+            bounds[axis] = (start, start + length)
+        part = ops.where(ops.equal(_slice_axes(off, bounds), ops.cast(index, offsets.dtype)),
+                         _slice_axes(up, bounds), zero)
+        total = part if total is None else total + part
+    return total
+
+
 def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
-    """Gradient with respect to `x` (of `length` along `axis`) of `window_max(x, axis,
-    size, stride, padding)`, given `upstream` = dL/dy and its `offsets`: each window's
-    upstream goes whole to its first maximal element, so the result is the framework's
-    gradient where the maximum is unique and a valid subgradient at ties. Selects and
-    shifted sums, no scatter (XLA's select-and-scatter is slow on CPU): gathered at
-    stride 1, scattered phase by phase when strided."""
+    """Gradient with respect to `x` (of `length` along `axis`) of `window_max(x, (axis,),
+    (size,), (stride,), padding)`, given `upstream` = dL/dy and its `offsets`: each
+    window's upstream goes whole to its first maximal element, so the result is the
+    framework's gradient where the maximum is unique and a valid subgradient at ties.
+    Selects and shifted sums, no scatter (XLA's select-and-scatter is slow on CPU):
+    gathered at stride 1, scattered phase by phase when strided."""
+    if stride == 1:
+        return gathered_gradient(upstream, offsets, (axis,), (length,), (size,), padding)
     outputs, before, _ = _pool_geometry(length, size, stride, padding)
     zero = ops.zeros((), upstream.dtype)
-    if stride == 1:
-        # Gathered: input m receives output j = m + before - k where j's offset is k, as
-        # slices of the padded upstream and offsets (-1 in the padding: no offset). The
-        # scattered form below pads each part to its place; in R50-hybrid's compiled JAX
-        # step, while its stride-1 pools were separable, the pools' fusions took 108-114
-        # ms with this form against 202. (Stride-1 pools are now `window_max_2d`; this
-        # serves a stride-1 axis of a strided pool.)
-        left = max(size - 1 - before, 0)
-        right = max(length + before - outputs, 0)
-        up = _pad(upstream, axis, left, right)
-        off = _pad(offsets, axis, left, right, value=-1)
-        total = None
-        for offset in range(size):
-            start = before - offset + left
-            part = ops.where(ops.equal(_slice(off, axis, start, start + length),
-                                       ops.cast(offset, offsets.dtype)),
-                             _slice(up, axis, start, start + length), zero)
-            total = part if total is None else total + part
-        return total
     parts = [ops.where(ops.equal(offsets, ops.cast(offset, offsets.dtype)), upstream, zero)
              for offset in range(size)]
     # Output i's window element `offset` sits at padded position stride * i + offset:
@@ -248,92 +287,28 @@ def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
         phases.append(total)
     reference = next(p for p in phases if p is not None)
     phases = [ops.zeros_like(reference) if p is None else p for p in phases]
-    if stride == 1:
-        full = phases[0]
-    else:  # interleave the phases: (.., phase_length, stride, ..) -> (.., phase_length * stride, ..)
-        full = ops.stack(phases, axis=axis + 1)
-        shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
-        full = ops.reshape(full, shape[:axis] + [phase_length * stride] + shape[axis + 2:])
+    # interleave the phases: (.., phase_length, stride, ..) -> (.., phase_length * stride, ..)
+    full = ops.stack(phases, axis=axis + 1)
+    shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
+    full = ops.reshape(full, shape[:axis] + [phase_length * stride] + shape[axis + 2:])
     full = _pad(full, axis, 0, max(before + length - full.shape[axis], 0))
     return _slice(full, axis, before, before + length)
 
 
-def separable_max_pool(x, pool_size, strides, padding):
-    """`(y, offsets)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
-    channels-last 4-D `x` of static height and width, as each row's window maximum and
-    then the maximum over rows (`window_max`); `offsets`: the two passes' offsets, what
-    `max_pool_gradient` needs."""
-    (kh, kw), (sh, sw) = pool_size, strides
-    rows, column_offsets = window_max(x, 2, kw, sw, padding)
-    y, row_offsets = window_max(rows, 1, kh, sh, padding)
-    return y, (row_offsets, column_offsets)
-
-
-def _pad_spatial(x, rows, columns, value):
-    return ops.pad(x, [(0, 0), rows, columns, (0, 0)], constant_values=value)
-
-
-def window_max_2d(x, pool_size, padding):
-    """`(y, offsets)` of a stride-1 max-pool of channels-last `x` in one pass: `y` the
-    maximum of the kh*kw shifted slices of `x` padded with -inf, `offsets` the row-major
-    index in its window of each output's first maximal element (an all -inf window's
-    first element inside the input)."""
-    (kh, kw), (height, width) = pool_size, x.shape[1:3]
-    rows, top, bottom = _pool_geometry(height, kh, 1, padding)
-    columns, left, right = _pool_geometry(width, kw, 1, padding)
-    x = _pad_spatial(x, (top, bottom), (left, right), float("-inf"))
-    first_row = np.maximum(top - np.arange(rows), 0)[:, None]
-    first_column = np.maximum(left - np.arange(columns), 0)[None, :]
-    y = offsets = None
-    for i in range(kh):
-        for j in range(kw):
-            window = x[:, i:i + rows, j:j + columns, :]
-            if y is None:
-                y, offsets = window, ops.zeros_like(window, dtype=_offset_dtype(kh * kw))
-                continue
-            better = ops.greater(window, y)
-            forced = (first_row == i) & (first_column == j)
-            if forced.any():
-                better = ops.logical_or(better, ops.convert_to_tensor(forced[None, :, :, None]))
-            offsets = ops.where(better, ops.cast(i * kw + j, offsets.dtype), offsets)
-            y = ops.maximum(y, window)
-    return y, offsets
-
-
-def window_max_2d_gradient(upstream, offsets, input_size, pool_size, padding):
-    """dL/dx of `window_max_2d`, gathered: input (m, n) receives output (m + top - i,
-    n + left - j) where that output's offset is (i, j); slices of the padded upstream
-    and offsets (-1 in the padding: no offset), one pass."""
-    (kh, kw), (height, width) = pool_size, input_size
-    rows, top, _ = _pool_geometry(height, kh, 1, padding)
-    columns, left, _ = _pool_geometry(width, kw, 1, padding)
-    pads = ((max(kh - 1 - top, 0), max(height + top - rows, 0)),
-            (max(kw - 1 - left, 0), max(width + left - columns, 0)))
-    up = _pad_spatial(upstream, *pads, 0)
-    off = _pad_spatial(offsets, *pads, -1)
-    zero = ops.zeros((), upstream.dtype)
-    total = None
-    for i in range(kh):
-        for j in range(kw):
-            r, c = top - i + pads[0][0], left - j + pads[1][0]
-            part = ops.where(ops.equal(off[:, r:r + height, c:c + width, :],
-                                       ops.cast(i * kw + j, offsets.dtype)),
-                             up[:, r:r + height, c:c + width, :], zero)
-            total = part if total is None else total + part
-    return total
-
-
 def mask_max_pool(x, pool_size, strides, padding):
     """`(y, offsets)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
-    channels-last 4-D `x` of static height and width, and what `max_pool_gradient` needs:
-    in one pass at stride 1 (`window_max_2d`), separably when strided
-    (`separable_max_pool`). In a whole JAX train step the one pass costs half the
-    separable form's memory passes (R50-hybrid's pools: 59 against 108 ms of a step's
-    fusions). Strided pools (the stem, the first block of a stage) keep the separable
-    form, which was not measured against a strided one pass."""
-    if tuple(strides) == (1, 1):
-        return window_max_2d(x, pool_size, padding)
-    return separable_max_pool(x, pool_size, strides, padding)
+    channels-last 4-D `x` of static height and width, and what `max_pool_gradient` needs.
+    At stride 1 one pass over both axes (`window_max` over (1, 2)): in a whole JAX train
+    step that costs half the memory passes of a row pass and a column pass (R50-hybrid's
+    pools: 59 against 108 ms of a step's fusions). Strided, separably: each row's
+    window maximum, then the maximum over rows, with the two passes' offsets (a strided
+    one pass was not measured)."""
+    (kh, kw), (sh, sw) = pool_size, strides
+    if (sh, sw) == (1, 1):
+        return window_max(x, (1, 2), (kh, kw), (1, 1), padding)
+    rows, column_offsets = window_max(x, (2,), (kw,), (sw,), padding)
+    y, row_offsets = window_max(rows, (1,), (kh,), (sh,), padding)
+    return y, (row_offsets, column_offsets)
 
 
 def max_pool_gradient(upstream, offsets, input_size, pool_size, strides, padding):
@@ -342,9 +317,9 @@ def max_pool_gradient(upstream, offsets, input_size, pool_size, strides, padding
     first maximal element in row-major order, as TensorFlow's MaxPoolGrad and XLA's
     select-and-scatter choose. (Separably: to the first maximal row of each window, then
     to the first maximal element of that row, which is the same element.)"""
-    if tuple(strides) == (1, 1):
-        return window_max_2d_gradient(upstream, offsets, input_size, pool_size, padding)
     (kh, kw), (sh, sw) = pool_size, strides
+    if (sh, sw) == (1, 1):
+        return gathered_gradient(upstream, offsets, (1, 2), input_size, pool_size, padding)
     row_offsets, column_offsets = offsets
     upstream = window_max_gradient(upstream, row_offsets, 1, input_size[0], kh, sh, padding)
     return window_max_gradient(upstream, column_offsets, 2, input_size[1], kw, sw, padding)
