@@ -80,10 +80,13 @@ def models(rounds, jit, names=("PFResNet50Max", "PFResNet50Hybrid")):
                     layer.gradient = gradient
             built[f"{name} [{gradient}]"] = model
         built[name + benchmark_train.BOUND_SUFFIX] = benchmark_train.bound_network(model)
-    times = benchmark_train.time_steps(built, 8, rounds, 1, jit_compile=jit, predict=False,
+    # without --jit as fit compiles by default ("auto": XLA on JAX), as benchmark --train
+    times = benchmark_train.time_steps(built, 8, rounds, 1, jit_compile=True if jit else "auto",
+                                       predict=False,
                                        log=lambda m: print(m, file=sys.stderr, flush=True))
     ref = float(np.median(times["ResNet50"]["train"]))
-    print(f"XLA: {jit}; median of {rounds} rounds; load average {os.getloadavg()[0]:.2f}")
+    print(f"XLA: {bool(built['ResNet50'].jit_compile)}; median of {rounds} rounds; "
+          f"load average {os.getloadavg()[0]:.2f}")
     print("| model | train step | ratio to ResNet50 |")
     print("|---|---|---|")
     for name, kinds in times.items():
