@@ -164,9 +164,9 @@ def export_tflite(model, path, precision="float32", calibration=None,
             way, an int8 file runs non-overlapping average pools as fixed depthwise
             convolutions (exact; XNNPACK runs those in int8): `keras_pf.mobile.rewrite`.
 
-    The file has batch 1 and static shapes, and only TFLite builtin ops. Temporary files
-    live in a temporary folder removed on every exit (a killed export's folder is removed
-    by the next export).
+    The file has batch 1 and static shapes, only TFLite builtin ops, and a
+    `serving_default` signature. The conversion writes no temporary files, and the file
+    appears at `path` only when complete (`keras_pf.files`), also if the process is killed.
     """
     import tensorflow as tf
 

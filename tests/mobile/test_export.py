@@ -137,6 +137,22 @@ def test_preprocessing_inside_the_graph(small_model, tmp_path):
     assert check.undelegated_ops(path8) == {"CAST": 1}
 
 
+def test_files_carry_a_serving_signature(small_model, tmp_path):
+    """LiteRT's signature runner and Android's runSignature find the model by its
+    signature, as in a file converted from Keras' SavedModel export."""
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, SIZE, SIZE, 3)).astype("float32")
+    for precision, pre, name in (("float32", False, "image"), ("int8", True, "pixels")):
+        path = export.export_tflite(small_model, tmp_path / f"{precision}.tflite", precision,
+                                    calibration=np.random.default_rng(4).uniform(0, 255, (4, SIZE, SIZE, 3))
+                                    if precision == "int8" else None,
+                                    include_preprocessing=pre)
+        interp = check.interpreter(path)
+        assert interp.get_signature_list() == {"serving_default": {"inputs": [name], "outputs": ["output_0"]}}
+        x = pixels if pre else preprocess_input(pixels)
+        got = interp.get_signature_runner()(**{name: x})["output_0"]
+        np.testing.assert_array_equal(got, check.run_tflite(path, x))
+
+
 def test_any_keras_model_and_labels(tmp_path):
     model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3),
                                            classes=3, classifier_activation=None)

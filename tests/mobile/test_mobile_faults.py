@@ -100,46 +100,55 @@ def test_precision_is_read_back_and_a_float_int8_file_is_refused(tiny_model, tmp
 
 
 KILLED_EXPORT = """
-import sys, keras_pf
-from keras_pf.mobile import export
+import os, sys, keras_pf
+from keras_pf.mobile import converter, export
 model = keras_pf.PFResNet(block="max", depths=(1, 1, 1, 1), width_mult=0.25, weights=None,
                           input_shape=(32, 32, 3), classes=3)
+convert = converter.convert
+def announced(*args):  # tells the test that the conversion has begun
+    open(sys.argv[2], "w").close()
+    return convert(*args)
+converter.convert = announced
 export.export_tflite(model, sys.argv[1])
 """
 
 
-def _leftovers(tmpdir):
-    """The export's SavedModel folders: in the per-user private folder (keras_pf.tempfiles)."""
-    private = os.path.join(tmpdir, f"keras_pf-{os.getuid()}")
-    return [e for e in (os.listdir(private) if os.path.isdir(private) else [])
-            if converter.TEMP_PREFIX in e]
+def _folders(tmpdir):
+    """Every folder under `tmpdir` but the per-user private folder itself (keras_pf.tempfiles)."""
+    private = f"keras_pf-{os.getuid()}"
+    return [os.path.relpath(os.path.join(root, name), tmpdir)
+            for root, dirs, _ in os.walk(tmpdir) for name in dirs if name != private]
 
 
 def test_killed_export_leaves_nothing_after_the_next_run(tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     out = tmp_path / "out" / "m.tflite"
+    started = tmp_path / "converting"
     env = {**os.environ, "TMPDIR": str(tmpdir), "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
                keras_pf.__file__)), os.environ.get("PYTHONPATH")]))}
-    victim = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(out)], env=env,
+    victim = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(out), str(started)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not _leftovers(tmpdir) and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not started.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # inside the tracing and conversion (about 0.5 s here)
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert _leftovers(tmpdir), "the export was not killed while converting"
+    assert victim.wait() == -signal.SIGKILL, "the export ended before it was killed"
+    # killed while converting: no output, nothing beside it, no temporary folder (the
+    # conversion needs none; the output is written unnamed and linked when complete)
     assert not out.exists()
-    assert not out.parent.exists() or os.listdir(out.parent) == []  # nothing beside the output
+    assert not out.parent.exists() or os.listdir(out.parent) == []
+    assert _folders(tmpdir) == []
     partial = out.parent / (".tmp_abc" + out.name)  # as a kill during the final write leaves
     out.parent.mkdir(exist_ok=True)
     partial.write_bytes(b"partial")
-    rerun = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(out)], env=env,
+    rerun = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(out), str(started)], env=env,
                            capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert out.exists() and not partial.exists()
-    assert _leftovers(tmpdir) == []
+    assert _folders(tmpdir) == []
 
 
 def test_finetune_mobile_options_are_checked_before_training(tmp_path, capsys):
