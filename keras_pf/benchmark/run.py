@@ -345,6 +345,7 @@ def export_layers(model, directory):
         # Weights as constants, as in a full export (not resource variables)
         frozen = freeze_concrete_function(run.get_concrete_function(*specs))
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], alone)
+        converter.experimental_lower_to_saved_model = False  # as keras_pf.mobile.converter
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         path = os.path.join(directory, f"{index:04d}.tflite")
         write_atomic(path, converter.convert())
