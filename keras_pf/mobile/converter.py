@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 
 TEMP_PREFIX = "keras_pf_export_"
 
@@ -123,7 +124,13 @@ def _convert_function(function, model, input_name, configure, run):
     converter.experimental_lower_to_saved_model = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     configure(converter)
-    return with_serving_signature(run(converter), [input_name], _output_names(concrete))
+    with warnings.catch_warnings():
+        # From a graph (not a SavedModel) the converter asks for input statistics when it
+        # calibrates or converts a QAT graph; they apply only to quantized inputs, and
+        # every file here takes float32 (or uint8 cast to float in the graph).
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        content = run(converter)
+    return with_serving_signature(content, [input_name], _output_names(concrete))
 
 
 def convert(model, configure, run):
