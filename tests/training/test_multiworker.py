@@ -112,12 +112,13 @@ def optimizer_iterations(checkpoint):
         return int(f["optimizer/vars/0"][()])
 
 
-def check_agreeing_workers(folders, tmp_path, count):
+def check_agreeing_workers(folders, tmp_path, count, against_one_process):
     out = str(tmp_path / "run")
     args = finetune_args(folders, out, 2)
     workers = start_workers(count, args, tmp_path, "worker")
-    single = start(finetune_args(folders, str(tmp_path / "single"), 2), tmp_path / "single.npz")
-    results = [finish(process) for process in [*workers, single]]
+    single = [start(finetune_args(folders, str(tmp_path / "single"), 2), tmp_path / "single.npz")
+              ] if against_one_process else []
+    results = [finish(process) for process in [*workers, *single]]
     for returncode, _, err in results:
         assert returncode == 0, err[-3000:]
     # The chief's outputs are there; the other workers' temporary folders are gone.
@@ -133,7 +134,8 @@ def check_agreeing_workers(folders, tmp_path, count):
     for other in finals[1:]:
         for a, b in zip(finals[0], other):
             np.testing.assert_array_equal(a, b)
-    # Close to one process with the same global batch and seed, in quality rather
+    # The job learns the task; and (against_one_process) it ends close to one process
+    # with the same global batch and seed, in quality rather
     # than weight by weight: both start from the same weights (the chief's, broadcast),
     # but the random crops and flips are drawn inside each worker's rewritten (sharded)
     # pipeline, so the two runs see differently augmented images and their weights
@@ -142,20 +144,28 @@ def check_agreeing_workers(folders, tmp_path, count):
     # ln(3) of a uniform guess) and end within 3 of the 12 held-out images.
     with open(os.path.join(out, "history.json")) as f:
         multi = json.load(f)["evaluation"]
-    with open(os.path.join(tmp_path, "single", "history.json")) as f:
-        one = json.load(f)["evaluation"]
-    for evaluation in (multi, one):
-        assert evaluation["accuracy"] >= 2 / 3 and evaluation["loss"] < np.log(3), (multi, one)
-    assert abs(multi["accuracy"] - one["accuracy"]) <= 0.25, (multi, one)
+    assert multi["accuracy"] >= 2 / 3 and multi["loss"] < np.log(3), multi
+    if against_one_process:
+        with open(os.path.join(tmp_path, "single", "history.json")) as f:
+            one = json.load(f)["evaluation"]
+        assert one["accuracy"] >= 2 / 3 and one["loss"] < np.log(3), (multi, one)
+        assert abs(multi["accuracy"] - one["accuracy"]) <= 0.25, (multi, one)
 
 
 def test_two_workers_fine_tune_and_agree(folders, tmp_path):
-    check_agreeing_workers(folders, tmp_path, 2)
+    # the one-process run to compare with is the slow tier's (below): beside two workers
+    # it made a third process on two cores
+    check_agreeing_workers(folders, tmp_path, 2, against_one_process=False)
+
+
+@pytest.mark.slow
+def test_two_workers_end_as_one_process_would(folders, tmp_path):
+    check_agreeing_workers(folders, tmp_path, 2, against_one_process=True)
 
 
 @pytest.mark.slow
 def test_three_workers_fine_tune_and_agree(folders, tmp_path):
-    check_agreeing_workers(folders, tmp_path, 3)
+    check_agreeing_workers(folders, tmp_path, 3, against_one_process=True)
 
 
 HEAVY = pytest.mark.slow
