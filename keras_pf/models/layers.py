@@ -157,20 +157,12 @@ def _pool_geometry(length, size, stride, padding):
     return outputs, total // 2, total - total // 2
 
 
-def _slice(x, axis, start, stop, step=1):
-    return _slice_axes(x, {axis: (start, stop, step)})
-
-
 def _slice_axes(x, bounds):
     """`x` sliced along each axis of `bounds` ({axis: (start, stop[, step])})."""
     index = [slice(None)] * len(x.shape)
     for axis, bound in bounds.items():
         index[axis] = slice(*bound)
     return x[tuple(index)]
-
-
-def _pad(x, axis, before, after, value=0):
-    return _pad_axes(x, {axis: (before, after)}, value)
 
 
 def _pad_axes(x, widths_by_axis, value=0):
@@ -201,7 +193,7 @@ def window_max(x, axes, sizes, strides, padding):
     `y` is the elementwise maximum of the window's strided slices: the same values as
     the framework's max-pool (a maximum is exact whatever the order), in ops that XLA
     fuses; its reduce-window is 3-8x slower on CPU. The offsets come with it almost free
-    and make the gradient a few selects (`window_max_gradient`, `gathered_gradient`)."""
+    and make the gradient a few selects (`gathered_gradient`)."""
     geometry = {axis: _pool_geometry(x.shape[axis], size, stride, padding)
                 for axis, size, stride in zip(axes, sizes, strides)}
     x = _pad_axes(x, {axis: (before, after) for axis, (_, before, after) in geometry.items()},
@@ -233,96 +225,88 @@ def window_max(x, axes, sizes, strides, padding):
     return y, offsets
 
 
-def gathered_gradient(upstream, offsets, axes, lengths, sizes, padding):
+def gathered_gradient(upstream, offsets, axes, lengths, sizes, strides, padding):
     """Gradient with respect to `x` (of `lengths` along `axes`) of `window_max(x, axes,
-    sizes, (1, ...), padding)`, given `upstream` = dL/dy and its `offsets`, gathered:
-    input m receives output m + before - k wherever that output's offset is k, as slices
-    of the padded upstream and offsets (-1 in the padding: no offset), one pass. (A
-    scattered form, each offset's part padded to its place, costs more passes over
-    memory: in R50-hybrid's compiled JAX step its pools' fusions took 202 ms against
-    108-114 gathered, and 59 with both axes in one pass.)"""
-    geometry = {axis: _pool_geometry(length, size, 1, padding)
-                for axis, length, size in zip(axes, lengths, sizes)}
-    widths = {axis: (max(size - 1 - before, 0), max(length + before - outputs, 0))
-              for (axis, (outputs, before, _)), length, size
-              in zip(geometry.items(), lengths, sizes)}
-    up = _pad_axes(upstream, widths, 0)
-    off = _pad_axes(offsets, widths, -1)
-    zero = ops.zeros((), upstream.dtype)
-    total = None
-    for index, position in _window_positions(sizes):
-        bounds = {}
-        for axis, offset, length in zip(axes, position, lengths):
-            start = geometry[axis][1] - offset + widths[axis][0]
-            bounds[axis] = (start, start + length)
-        part = ops.where(ops.equal(_slice_axes(off, bounds), ops.cast(index, offsets.dtype)),
-                         _slice_axes(up, bounds), zero)
-        total = part if total is None else total + part
-    return total
-
-
-def window_max_gradient(upstream, offsets, axis, length, size, stride, padding):
-    """Gradient with respect to `x` (of `length` along `axis`) of `window_max(x, (axis,),
-    (size,), (stride,), padding)`, given `upstream` = dL/dy and its `offsets`: each
+    sizes, strides, padding)`, given `upstream` = dL/dy and its `offsets`, gathered: each
     window's upstream goes whole to its first maximal element, so the result is the
     framework's gradient where the maximum is unique and a valid subgradient at ties.
-    Selects and shifted sums, no scatter (XLA's select-and-scatter is slow on CPU):
-    gathered at stride 1, scattered phase by phase when strided."""
-    if stride == 1:
-        return gathered_gradient(upstream, offsets, (axis,), (length,), (size,), padding)
-    outputs, before, _ = _pool_geometry(length, size, stride, padding)
+
+    Padded position p = stride * i + k (per axis) receives output i's upstream wherever
+    that output's offset is k: for each window element, a slice of the padded upstream
+    and offsets (-1 in the padding: no offset) and a select, summed, in one pass. At
+    stride 1 the slices land on the input itself. Strided, position p has phase p %
+    stride: each phase's sum is built on the outputs' grid, and the phases are then
+    interleaved (stacked and reshaped). No scatter: XLA's select-and-scatter is 10-20x a
+    forward on CPU, and a scattered form, each offset's part padded to its place, costs
+    more passes over memory (in R50-hybrid's compiled JAX step its pools' fusions took
+    202 ms against 108 gathered, 59 in one pass over both axes; the strided pools of
+    R50-max's stem and stage entries, alone: 32 ms separably, 21 in one pass)."""
+    geometry = {axis: _pool_geometry(length, size, stride, padding)
+                for axis, length, size, stride in zip(axes, lengths, sizes, strides)}
     zero = ops.zeros((), upstream.dtype)
-    parts = [ops.where(ops.equal(offsets, ops.cast(offset, offsets.dtype)), upstream, zero)
-             for offset in range(size)]
-    # Output i's window element `offset` sits at padded position stride * i + offset:
-    # phase offset % stride, shifted by offset // stride along that phase.
-    phase_length = outputs + (size - 1) // stride
-    phases = []
-    for phase in range(stride):
+    if all(stride == 1 for stride in strides):
+        widths = {axis: (max(size - 1 - before, 0), max(length + before - outputs, 0))
+                  for (axis, (outputs, before, _)), length, size
+                  in zip(geometry.items(), lengths, sizes)}
+        up, off = _pad_axes(upstream, widths, 0), _pad_axes(offsets, widths, -1)
         total = None
-        for offset in range(phase, size, stride):
-            shift = offset // stride
-            part = _pad(parts[offset], axis, shift, phase_length - outputs - shift)
+        for index, position in _window_positions(sizes):
+            bounds = {}
+            for axis, offset, length in zip(axes, position, lengths):
+                start = geometry[axis][1] - offset + widths[axis][0]
+                bounds[axis] = (start, start + length)
+            part = ops.where(ops.equal(_slice_axes(off, bounds), ops.cast(index, offsets.dtype)),
+                             _slice_axes(up, bounds), zero)
             total = part if total is None else total + part
-        phases.append(total)
-    reference = next(p for p in phases if p is not None)
-    phases = [ops.zeros_like(reference) if p is None else p for p in phases]
-    # interleave the phases: (.., phase_length, stride, ..) -> (.., phase_length * stride, ..)
-    full = ops.stack(phases, axis=axis + 1)
-    shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
-    full = ops.reshape(full, shape[:axis] + [phase_length * stride] + shape[axis + 2:])
-    full = _pad(full, axis, 0, max(before + length - full.shape[axis], 0))
-    return _slice(full, axis, before, before + length)
+        return total
+    # Per axis, phase r's grid q in [0, steps) covers padded positions stride * q + r
+    # up to the input's end; window element k of phase k % stride reads output q - k // stride.
+    steps = {axis: -(-(before + length) // stride)
+             for (axis, (_, before, _)), length, stride in zip(geometry.items(), lengths, strides)}
+    reach = {axis: -(-size // stride) - 1 for axis, size, stride in zip(axes, sizes, strides)}
+    widths = {axis: (reach[axis], max(steps[axis] - geometry[axis][0], 0)) for axis in axes}
+    up, off = _pad_axes(upstream, widths, 0), _pad_axes(offsets, widths, -1)
+    phases = {}
+    for index, position in _window_positions(sizes):
+        bounds = {axis: (reach[axis] - offset // stride, reach[axis] - offset // stride + steps[axis])
+                  for axis, offset, stride in zip(axes, position, strides)}
+        part = ops.where(ops.equal(_slice_axes(off, bounds), ops.cast(index, offsets.dtype)),
+                         _slice_axes(up, bounds), zero)
+        phase = tuple(offset % stride for offset, stride in zip(position, strides))
+        phases[phase] = part + phases[phase] if phase in phases else part
+    reference = next(iter(phases.values()))
+
+    def interleaved(prefix):
+        # the phases under `prefix`, interleaved along the axes after it
+        if len(prefix) == len(axes):
+            return phases.get(prefix, ops.zeros_like(reference))
+        axis, stride = axes[len(prefix)], strides[len(prefix)]
+        parts = [interleaved(prefix + (r,)) for r in range(stride)]
+        if stride == 1:
+            return parts[0]
+        full = ops.stack(parts, axis=axis + 1)  # (.., steps, stride, ..) -> (.., steps * stride, ..)
+        shape = [-1] + list(full.shape[1:])  # the batch may be unknown; the rest is not
+        return ops.reshape(full, shape[:axis] + [steps[axis] * stride] + shape[axis + 2:])
+
+    return _slice_axes(interleaved(()), {axis: (before, before + length) for
+                                         (axis, (_, before, _)), length in zip(geometry.items(), lengths)})
 
 
 def mask_max_pool(x, pool_size, strides, padding):
     """`(y, offsets)`: `y = keras.ops.max_pool(x, pool_size, strides, padding)` for
-    channels-last 4-D `x` of static height and width, and what `max_pool_gradient` needs.
-    At stride 1 one pass over both axes (`window_max` over (1, 2)): in a whole JAX train
-    step that costs half the memory passes of a row pass and a column pass (R50-hybrid's
-    pools: 59 against 108 ms of a step's fusions). Strided, separably: each row's
-    window maximum, then the maximum over rows, with the two passes' offsets (a strided
-    one pass was not measured)."""
-    (kh, kw), (sh, sw) = pool_size, strides
-    if (sh, sw) == (1, 1):
-        return window_max(x, (1, 2), (kh, kw), (1, 1), padding)
-    rows, column_offsets = window_max(x, (2,), (kw,), (sw,), padding)
-    y, row_offsets = window_max(rows, (1,), (kh,), (sh,), padding)
-    return y, (row_offsets, column_offsets)
+    channels-last 4-D `x` of static height and width, and what `max_pool_gradient` needs:
+    one pass over both axes (`window_max` over (1, 2)). In a whole JAX train step that
+    costs half the memory passes of a row pass and a column pass (R50-hybrid's stride-1
+    pools: 59 against 108 ms of a step's fusions)."""
+    return window_max(x, (1, 2), pool_size, strides, padding)
 
 
 def max_pool_gradient(upstream, offsets, input_size, pool_size, strides, padding):
     """dL/dx of `y, offsets = mask_max_pool(x, pool_size, strides, padding)` for `x` of
     spatial `input_size` (height, width), given `upstream` = dL/dy: to each window's
     first maximal element in row-major order, as TensorFlow's MaxPoolGrad and XLA's
-    select-and-scatter choose. (Separably: to the first maximal row of each window, then
-    to the first maximal element of that row, which is the same element.)"""
-    (kh, kw), (sh, sw) = pool_size, strides
-    if (sh, sw) == (1, 1):
-        return gathered_gradient(upstream, offsets, (1, 2), input_size, pool_size, padding)
-    row_offsets, column_offsets = offsets
-    upstream = window_max_gradient(upstream, row_offsets, 1, input_size[0], kh, sh, padding)
-    return window_max_gradient(upstream, column_offsets, 2, input_size[1], kw, sw, padding)
+    select-and-scatter choose."""
+    return gathered_gradient(upstream, offsets, (1, 2), input_size, pool_size, strides, padding)
 
 
 @keras.saving.register_keras_serializable(package="keras_pf")
