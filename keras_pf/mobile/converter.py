@@ -26,7 +26,8 @@ def _process_alive(pid):
 
 
 def remove_stale_temp_dirs(root=None):
-    """Remove the temporary SavedModels of exports whose process is gone (killed)."""
+    """Remove the older `keras_pf_export_<pid>_*` temporary folders of exports whose
+    process is gone (killed)."""
     root = root or tempfile.gettempdir()
     try:
         entries = os.listdir(root)
