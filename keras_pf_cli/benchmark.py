@@ -53,6 +53,10 @@ def add_arguments(parser):
                              "XLA on JAX, none on PyTorch or on TensorFlow on a CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="with --train: images per step (default 8)")
+    parser.add_argument("--keras-pools", action="store_true",
+                        help="with --train: also time each model with keras' own "
+                             "MaxPooling2D in place of FastMaxPooling2D (a study: the network "
+                             "as built before issue 23) and report the gain over it")
 
 
 def check_mode(args):
@@ -64,10 +68,11 @@ def check_mode(args):
             raise UsageError(f"argument {given[0]}: applies to the inference tables and "
                              "--runtimes, not --train")
         return
-    for option in ("--jit", "--batch-size"):
+    for option in ("--jit", "--batch-size", "--keras-pools"):
         if getattr(args, option[2:].replace("-", "_")) not in (None, False):
-            raise UsageError(f"argument {option}: applies to --train only (the inference "
-                             "tables time batch 1 and have their own XLA column: --keras-modes xla)")
+            why = ("" if option == "--keras-pools" else " (the inference tables time batch 1 "
+                   "and have their own XLA column: --keras-modes xla)")
+            raise UsageError(f"argument {option}: applies to --train only{why}")
 
 
 def run_train(args):
@@ -78,7 +83,7 @@ def run_train(args):
                                 5 if args.runs is None else args.runs,
                                 2 if args.warmup is None else args.warmup,
                                 jit_compile=True if args.jit else "auto",
-                                output_dir=args.output_dir)
+                                keras_pools=args.keras_pools, output_dir=args.output_dir)
     print(format_markdown(report))
     stem = output_stem(report["machine"]["backend"], args.jit)
     print(f"Wrote {stem}.json and {stem}.md to {args.output_dir}")

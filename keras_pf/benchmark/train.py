@@ -10,6 +10,11 @@ convolutions, BatchNorms, adds and stem stay. (A 1x1-window MaxPooling2D is not 
 XLA its gradient is a select-and-scatter, 20-50x a slice's on CPU.) The gap between a
 model's ratio to ResNet50 and its bound's is what its max-pools cost in the train step.
 
+With `keras_pools=True` each model with max-pools is also timed with keras' own
+`MaxPooling2D` in place of every `FastMaxPooling2D` (another study: the network as it was
+built before issue 23, same weights and values), so that "no slower than keras' pool" is
+measured in the same run rather than against an older one.
+
 One process; the models are timed in interleaved rounds (each model one step per round),
 as the latency tables of `keras_pf.benchmark.run`, so a load spike of the machine hits all of
 them alike. Each step is `model.train_on_batch` (the compiled train function `fit` runs;
@@ -33,6 +38,7 @@ from keras_pf.models import resolve
 TARGET_GAP = 0.04
 TARGET_MODELS = ("PFResNet50Max", "PFResNet50Hybrid")
 BOUND_SUFFIX = " (bound)"
+KERAS_POOLS_SUFFIX = " (keras pools)"
 
 
 # ------------------------------------------------------------------------------ bound
@@ -99,11 +105,42 @@ def bound_network(model):
         if tuple(bound.get_layer(pool.name).output.shape) != tuple(pool.output.shape):
             raise ValueError(f"Model '{model.name}': the free form of '{pool.name}' changes "
                              "its output shape")
-    originals = {layer.name: layer for layer in model.layers}
-    for layer in bound.layers:
+    _copy_weights(model, bound)
+    return keras.Model(bound.inputs, bound.outputs, name=model.name + "_bound")
+
+
+def _copy_weights(source, clone):
+    """Weights of `source`'s layers into the same-named layers of `clone`."""
+    originals = {layer.name: layer for layer in source.layers}
+    for layer in clone.layers:
         if layer.weights:
             layer.set_weights(originals[layer.name].get_weights())
-    return keras.Model(bound.inputs, bound.outputs, name=model.name + "_bound")
+
+
+def _has_fast_pools(model):
+    from keras_pf.models.layers import FastMaxPooling2D
+
+    return any(isinstance(layer, FastMaxPooling2D) for layer in model.layers)
+
+
+def keras_pool_network(model):
+    """Functional `model` with keras' own `MaxPooling2D` (same config) in place of every
+    `FastMaxPooling2D`, the other layers and weights unchanged: the same values, the
+    framework's pool and gradient on every backend. Raises ValueError if `model` has no
+    FastMaxPooling2D."""
+    from keras_pf.models.layers import FastMaxPooling2D
+
+    if not _has_fast_pools(model):
+        raise ValueError(f"Model '{model.name}' has no FastMaxPooling2D layer")
+
+    def clone(layer):
+        kind = (keras.layers.MaxPooling2D if isinstance(layer, FastMaxPooling2D)
+                else layer.__class__)
+        return kind.from_config(layer.get_config())
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    _copy_weights(model, twin)
+    return keras.Model(twin.inputs, twin.outputs, name=model.name + "_keras_pools")
 
 
 def pool_counts(model):
@@ -167,10 +204,11 @@ def _summary(series, batch_size):
 
 
 def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warmup=2,
-                       jit_compile="auto", predict=True, bounds=True, builders=None,
-                       reference=REFERENCE, output_dir="benchmarks", log=print):
+                       jit_compile="auto", predict=True, bounds=True, keras_pools=False,
+                       builders=None, reference=REFERENCE, output_dir="benchmarks", log=print):
     """Time `models` (default: `keras_pf.benchmark.run.DEFAULT_MODELS`) and the bounds of those
-    with max-pools (not of `reference`), write `train_<backend>[_jit].json` and `.md` to
+    with max-pools (not of `reference`; with `keras_pools`, their `keras_pool_network`s
+    too), write `train_<backend>[_jit].json` and `.md` to
     `output_dir`, and return the report. `builders`: optional `{name: callable(image_size)
     -> model}` for models outside `keras_pf.benchmark.run.build` (e.g. small test models)."""
     models = list(models or DEFAULT_MODELS)
@@ -185,7 +223,7 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             resolve.check_name(name, baselines=True)
     info = machine()  # with the backend
     info.update(image_size=image_size, batch_size=batch_size, rounds=rounds, warmup=warmup,
-                jit_compile_requested=jit_compile,
+                jit_compile_requested=jit_compile, keras_pools=keras_pools,
                 step="train_on_batch, SGD, sparse categorical cross-entropy",
                 weights="random (weights=None)")
     built, rows = {}, {}
@@ -199,6 +237,10 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             built[name + BOUND_SUFFIX] = bound
             rows[name + BOUND_SUFFIX] = {"study": True, "bound_of": name,
                                          "max_pools": pool_counts(bound)}
+        if keras_pools and name != reference and _has_fast_pools(model):
+            built[name + KERAS_POOLS_SUFFIX] = keras_pool_network(model)
+            rows[name + KERAS_POOLS_SUFFIX] = {"study": True, "keras_pools_of": name,
+                                               "max_pools": rows[name]["max_pools"]}
     times = time_steps(built, batch_size, rounds, warmup, jit_compile, predict, log)
     # what Keras resolved "auto" to (the same for every model here: all support XLA)
     info["jit_compile"] = bool(built[reference].jit_compile)
@@ -241,12 +283,20 @@ def gap_interval(model, bound, reference, level=0.95, resamples=2000, seed=0):
 def _ratios(report):
     """Ratios to the reference; for each model with a bound, the gaps (model ratio minus
     bound ratio) with the train gap's 95% interval (`gap_interval`) and, for
-    `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`."""
+    `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`; for each model with a
+    keras-pools twin, the gain over it (twin ratio minus model ratio) with its interval."""
     rows, ref = report["models"], report["models"][report["reference"]]
     for row in rows.values():
         row["ratio"] = {kind: row[kind]["seconds"] / ref[kind]["seconds"]
                         for kind in ("train", "predict") if kind in row and kind in ref}
     for name, row in rows.items():
+        twin = rows.get(name + KERAS_POOLS_SUFFIX)
+        if twin is not None:  # > 0: faster than with keras' pools
+            row["gain_over_keras_pools"] = {kind: twin["ratio"][kind] - row["ratio"][kind]
+                                            for kind in row["ratio"] if kind in twin["ratio"]}
+            if "train" in row["gain_over_keras_pools"]:
+                row["train_gain_interval_95"] = list(gap_interval(
+                    twin["train"]["rounds"], row["train"]["rounds"], ref["train"]["rounds"]))
         bound = rows.get(name + BOUND_SUFFIX)
         if bound is None:
             continue
@@ -285,13 +335,21 @@ def format_markdown(report):
         f"start, {info['load_average_end'][0]:.2f} at end. (x) = ratio to {ref}. "
         f"*(bound)*: a study, not a model: every max-pool made free (stride 1: identity; "
         f"strided: a strided slice); gap: the model's ratio minus its bound's, "
-        f"[95% interval, resampling rounds].",
+        f"[95% interval, resampling rounds]."
+        + (" *(keras pools)*: a study, the same network with keras' own MaxPooling2D in "
+           "place of FastMaxPooling2D (as built before issue 23); gain: its ratio minus "
+           "the model's (> 0: the model is faster)." if info.get("keras_pools") else ""),
         "",
     ]
     predict = any("predict" in row for row in rows.values())
     head = ["Model", "Train step (ms)", "Images/s", "Train gap to bound"]
+    twins = any("gain_over_keras_pools" in row for row in rows.values())
+    if twins:
+        head += ["Train gain over keras pools"]
     if predict:
         head += ["Predict (ms)", "Predict gap"]
+        if twins:
+            head += ["Predict gain"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in rows.items():
         label = f"*{name}*" if row["study"] else name
@@ -307,10 +365,19 @@ def format_markdown(report):
             text += f" (target <= {row['target']['train_gap_at_most']}: " \
                     f"{'met' if row['target']['met'] else 'not met'})"
         cells.append(text)
+        gain = row.get("gain_over_keras_pools", {})
+        if twins:
+            text = f"{gain['train']:+.3f}" if "train" in gain else "–"
+            if "train_gain_interval_95" in row:
+                low, high = row["train_gain_interval_95"]
+                text += f" [{low:+.3f}, {high:+.3f}]"
+            cells.append(text)
         if predict:
             cells.append(f"{row['predict']['seconds'] * 1e3:.0f} ({row['ratio']['predict']:.2f}x)"
                          if "predict" in row else "–")
             cells.append(f"{gap['predict']:+.3f}" if "predict" in gap else "–")
+            if twins:
+                cells.append(f"{gain['predict']:+.3f}" if "predict" in gain else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Fastest round, ratio to {ref}: " + ", ".join(
         f"{name} {row['train']['seconds_min'] / rows[ref]['train']['seconds_min']:.2f}x"

@@ -85,6 +85,31 @@ def test_bound_of_vit_and_models_without_pools():
         benchmark_train.bound_network(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
 
 
+def test_keras_pool_twin_swaps_only_the_pools():
+    """The "(keras pools)" study: keras' own MaxPooling2D in place of every
+    FastMaxPooling2D, same config; every other layer and weight as the model's."""
+    model = _tiny_resnet("max")(32)
+    twin = benchmark_train.keras_pool_network(model)
+    pools = [layer for layer in model.layers if isinstance(layer, FastMaxPooling2D)]
+    assert len(pools) == 5
+    for pool in pools:
+        other = twin.get_layer(pool.name)
+        assert type(other) is keras.layers.MaxPooling2D
+        assert other.get_config() == pool.get_config()
+    for layer in model.layers:
+        if not isinstance(layer, (FastMaxPooling2D, keras.layers.InputLayer)):
+            assert type(twin.get_layer(layer.name)) is type(layer), layer.name
+            for a, b in zip(layer.get_weights(), twin.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert twin.count_params() == model.count_params()
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.Model(inputs, keras.layers.MaxPooling2D(2)(inputs))  # no FastMaxPooling2D
+    with pytest.raises(ValueError, match="has no FastMaxPooling2D layer"):
+        benchmark_train.keras_pool_network(plain)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
@@ -92,7 +117,8 @@ def report(tmp_path_factory):
                 "tiny_vit": _tiny_vit}
     result = benchmark_train.benchmark_training(
         list(builders)[1:], image_size=32, batch_size=2, rounds=2, warmup=0,
-        builders=builders, reference="tiny_plain", output_dir=str(out), log=lambda *_: None)
+        keras_pools=True, builders=builders, reference="tiny_plain", output_dir=str(out),
+        log=lambda *_: None)
     return out, result
 
 
@@ -100,7 +126,8 @@ def test_report_structure(report):
     out, result = report
     rows = result["models"]
     assert list(rows) == ["tiny_plain", "PFResNet50Max", "PFResNet50Max (bound)",
-                          "tiny_vit", "tiny_vit (bound)"]  # reference added first
+                          "PFResNet50Max (keras pools)", "tiny_vit", "tiny_vit (bound)",
+                          "tiny_vit (keras pools)"]  # reference added first
     assert result["machine"]["backend"] == keras.backend.backend()
     assert result["machine"]["batch_size"] == 2 and result["machine"]["jit_compile"] is False
     for name, row in rows.items():
@@ -110,7 +137,7 @@ def test_report_structure(report):
             assert row[kind]["images_per_second"] == pytest.approx(2 / row[kind]["seconds"])
             assert row["ratio"][kind] == pytest.approx(
                 row[kind]["seconds"] / rows["tiny_plain"][kind]["seconds"])
-        assert row["study"] == name.endswith("(bound)")
+        assert row["study"] == name.endswith(("(bound)", "(keras pools)"))
     assert rows["tiny_plain"]["ratio"]["train"] == 1
     assert "gap_to_bound" not in rows["tiny_plain"]
     gap = rows["PFResNet50Max"]["gap_to_bound"]["train"]
@@ -121,12 +148,32 @@ def test_report_structure(report):
     assert rows["PFResNet50Max (bound)"]["bound_of"] == "PFResNet50Max"
     low, high = rows["PFResNet50Max"]["train_gap_interval_95"]
     assert low <= high and "train_gap_interval_95" not in rows["tiny_plain"]
+    # the keras-pools twins: gain = twin's ratio minus the model's, with its interval
+    for name in ("PFResNet50Max", "tiny_vit"):
+        twin = rows[name + " (keras pools)"]
+        assert twin["keras_pools_of"] == name and "gain_over_keras_pools" not in twin
+        for kind in ("train", "predict"):
+            assert rows[name]["gain_over_keras_pools"][kind] == pytest.approx(
+                twin["ratio"][kind] - rows[name]["ratio"][kind])
+        gain_low, gain_high = rows[name]["train_gain_interval_95"]
+        assert gain_low <= gain_high
+    assert "gain_over_keras_pools" not in rows["tiny_plain"]
+    assert result["machine"]["keras_pools"] is True
     with open(out / "train_tensorflow.json") as f:
         assert json.load(f) == json.loads(json.dumps(result))
     markdown = (out / "train_tensorflow.md").read_text()
     for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
-                 "met" if gap <= 0.04 else "not met", "no XLA", f"[{low:+.3f}, {high:+.3f}]"):
+                 "met" if gap <= 0.04 else "not met", "no XLA", f"[{low:+.3f}, {high:+.3f}]",
+                 "| *tiny_vit (keras pools)* |", "Train gain over keras pools",
+                 f"{rows['tiny_vit']['gain_over_keras_pools']['train']:+.3f} ["):
         assert text in markdown
+    # without the twins the report has no gain columns
+    plain = json.loads(json.dumps(result))
+    plain["machine"]["keras_pools"] = False
+    plain["models"] = {n: r for n, r in plain["models"].items() if "keras pools" not in n}
+    for row in plain["models"].values():
+        row.pop("gain_over_keras_pools", None)
+    assert "gain" not in benchmark_train.format_markdown(plain)
     # the title says what Keras resolved "auto" to: XLA on JAX, eager elsewhere
     assert result["machine"]["jit_compile_requested"] == "auto"
     on_jax = json.loads(json.dumps(result))
@@ -180,14 +227,17 @@ def test_bad_arguments(tmp_path):
     (["--train", "--batch-size", "0"], "--batch-size"),
     (["--train", "--precisions", "int8"], "--precisions"),
     (["--train", "--op-profile"], "--op-profile"),
+    (["--keras-pools"], "--keras-pools"),
 ])
 def test_cli_options_of_the_other_mode_are_usage_errors(capsys, tmp_path, argv, needle):
     assert_one_line_usage_error(capsys, ["benchmark", *argv, "--output-dir", str(tmp_path)], needle)
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("argv, expected", [([], "auto"), (["--jit"], True)])
-def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, expected):
+@pytest.mark.parametrize("argv, expected, keras_pools", [
+    ([], "auto", False), (["--jit"], True, False), (["--keras-pools"], "auto", True)])
+def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, expected,
+                                                   keras_pools):
     """Without --jit the steps are compiled as `fit` compiles them by default
     (jit_compile="auto": XLA on JAX); an earlier False made JAX's steps eager."""
     seen = {}
@@ -202,7 +252,7 @@ def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, 
     with pytest.raises(SystemExit):
         main(["benchmark", "--train", *argv, "--models", "ResNet50", "--output-dir",
               str(tmp_path)])
-    assert seen["jit_compile"] == expected
+    assert seen["jit_compile"] == expected and seen["keras_pools"] is keras_pools
 
 
 def test_cli_train_unknown_model_is_one_line(capsys, tmp_path):
