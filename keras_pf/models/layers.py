@@ -2,7 +2,9 @@
 
 Everything parameter-free in these networks is a built-in Keras layer (average pool, GELU
 as an `Activation`) or a built-in one with another gradient: `FastMaxPooling2D`, keras'
-max-pool whose backward pass is as cheap as its forward one under XLA. Two more custom
+max-pool whose backward pass is as cheap as its forward one under XLA. PiT's pooling
+convolution is `FastGroupedConv2D`, keras' grouped Conv2D with a train step that avoids
+XLA's slow grouped-convolution gradient. Two more custom
 layers: the learned position embedding of ViT/PiT, which must resize itself when weights
 trained at one input size are loaded at another, and a LayerNormalization whose exported
 graph the phone GPU delegate accepts; and one activation, an exact GELU written through
@@ -403,3 +405,83 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
             return y, grad
 
         return pool(inputs)
+
+
+# ---------------------------------------------------------------- channelwise convolution
+
+
+def channelwise_conv_slices(x, kernel, strides):
+    """`keras.ops.conv(x, kernel, strides, "valid")` for channels-last 4-D `x` of static
+    height, width and channels C and a grouped `kernel` (kh, kw, 1, C * m): one input
+    channel per group, output channel `c * m + k` from input channel c. Written as the sum
+    over the window of strided slices of `x` times each (channel, multiplier)'s weight,
+    so that XLA differentiates slices and products (on CPU, batch 8, at PiT-S's shapes:
+    13-54 ms for the gradient, against 3.2 s for XLA's grouped convolution)."""
+    kh, kw, _, filters = kernel.shape
+    _, height, width, channels = x.shape
+    (sh, sw), multiplier = strides, filters // channels
+    rows, columns = (height - kh) // sh + 1, (width - kw) // sw + 1
+    weights = ops.reshape(kernel, (kh, kw, channels, multiplier))
+    total = None
+    for dy, dx in itertools.product(range(kh), range(kw)):
+        part = x[:, dy:dy + sh * (rows - 1) + 1:sh, dx:dx + sw * (columns - 1) + 1:sw, :]
+        term = ops.expand_dims(part, -1) * weights[dy, dx]
+        total = term if total is None else total + term
+    return ops.reshape(total, (-1, rows, columns, filters))
+
+
+@keras.saving.register_keras_serializable(package="keras_pf")
+class FastGroupedConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same arguments, config and weights; one `CONV_2D` in
+    TFLite) whose train step is fast where the framework's grouped convolution is slow:
+    PiT's pooling convolution, the original's `Conv2d(C, 2C, groups=C)`.
+
+    XLA's grouped convolution on CPU takes 3.2 s for the gradient of one of PiT-S's two
+    pooling convolutions at batch 8, and Keras' TensorFlow backend compiles every grouped
+    convolution with XLA (TensorFlow's CPU kernels have none): most of PiT-S's train
+    step (7.5 s, 4x ResNet50's). Where each group has one input channel, a padding
+    "valid" and no dilation, the train step (`training=True`) computes it instead as
+
+    - TensorFlow without XLA: a depthwise convolution with a depth multiplier (the same
+      values within float rounding, bit for bit at PiT-S's shapes; its gradient 7-15 ms);
+    - TensorFlow under XLA, and JAX where the layer is differentiated: the sum of
+      strided slices times weights (`channelwise_conv_slices`; the same values within
+      float rounding: the window's products are added in another order).
+
+    Everywhere else, PyTorch (whose grouped convolution is fast), `predict` and every
+    export, it is Keras' own convolution.
+    """
+
+    def _form(self, inputs, training):
+        channels = inputs.shape[-1] if len(inputs.shape) == 4 else None
+        if (not training or self.data_format != "channels_last" or channels is None
+                or self.groups != channels or self.groups == 1 or self.padding != "valid"
+                or tuple(self.dilation_rate) != (1, 1)
+                or any(d is None for d in inputs.shape[1:3])):
+            return "framework"
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            from keras_pf._compat.tensorflow import in_xla_context
+
+            return "slices" if in_xla_context() else "depthwise"
+        if backend == "jax":
+            from keras_pf._compat.jax import is_differentiated
+
+            return "slices" if is_differentiated(inputs) else "framework"
+        return "framework"
+
+    def call(self, inputs, training=None):
+        form = self._form(inputs, training)
+        if form == "framework":
+            return super().call(inputs)
+        kh, kw, _, filters = self.kernel.shape
+        if form == "depthwise":
+            kernel = ops.reshape(self.kernel, (kh, kw, self.groups, filters // self.groups))
+            x = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding="valid")
+        else:
+            x = channelwise_conv_slices(inputs, self.kernel, tuple(self.strides))
+        if self.use_bias:
+            x = ops.add(x, ops.reshape(self.bias, (1, 1, 1, filters)))
+        if self.activation is not None:
+            x = self.activation(x)
+        return x

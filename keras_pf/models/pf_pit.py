@@ -7,7 +7,8 @@ and doubles the width.
 from keras import layers
 
 from keras_pf.models import application
-from keras_pf.models.layers import BroadcastSafeLayerNormalization, PositionEmbedding
+from keras_pf.models.layers import (BroadcastSafeLayerNormalization, FastGroupedConv2D,
+                                    PositionEmbedding)
 from keras_pf.models.pf_vit import LN_EPSILON, transformer_block
 
 
@@ -57,9 +58,10 @@ def PFPiT(
             # GPU delegate, whose DEPTHWISE_CONV_2D takes depth multiplier 1 only. (Tiling
             # the channels for a multiplier-1 depthwise conv adds a 5-D TILE that XNNPACK
             # does not run.) Same weights and MACs as the depthwise form. The GPU delegate
-            # runs groups of 1 input channel as one convolution per group.
-            x = layers.Conv2D(2 * x.shape[-1], 3, strides=2, groups=x.shape[-1],
-                              name=f"stage{s - 1}_pool")(x)
+            # runs groups of 1 input channel as one convolution per group. Fast*: the
+            # train step's gradient takes another form where XLA's is slow.
+            x = FastGroupedConv2D(2 * x.shape[-1], 3, strides=2, groups=x.shape[-1],
+                                  name=f"stage{s - 1}_pool")(x)
         for i in range(depth):
             x = transformer_block(x, num_heads, mlp_ratio, i % 2 == 0, f"stage{s}_block{i}")
     x = BroadcastSafeLayerNormalization(epsilon=LN_EPSILON, name="norm")(x)
