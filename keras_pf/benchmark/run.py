@@ -26,7 +26,7 @@ import numpy as np
 from keras_pf.benchmark import litert_child
 from keras_pf.files import atomic_output, write_atomic
 from keras_pf.mobile.export import PRECISIONS
-from keras_pf.models.layers import FastGroupedConv2D, FastMaxPooling2D
+from keras_pf.models.layers import builtin_class
 from keras_pf.models.resolve import BASELINES  # keras.applications constructors
 
 DEFAULT_MODELS = ("ResNet50", "MobileNetV2", "PFResNet50Max", "PFResNet50Hybrid",
@@ -295,28 +295,20 @@ def int8_fidelity(model, directory, name="model", epochs=3, train_images=2048,
 _CONVS = ("Conv2D", "DepthwiseConv2D")
 
 
-def _class_name(layer):
-    """The Keras class a layer exports as: keras_pf's FastMaxPooling2D and
-    FastGroupedConv2D as the MaxPooling2D and Conv2D they are (same forward op)."""
-    if isinstance(layer, FastMaxPooling2D):
-        return "MaxPooling2D"
-    return "Conv2D" if isinstance(layer, FastGroupedConv2D) else type(layer).__name__
-
-
 def _runs_as_own_op(layer):
     from keras_pf._compat.keras import inbound_nodes, outbound_nodes, producer
 
-    kind = _class_name(layer)
+    kind = builtin_class(layer).__name__
     if kind == "InputLayer" or not inbound_nodes(layer):
         return False
-    before = _class_name(producer(layer))
+    before = builtin_class(producer(layer)).__name__
     if kind == "BatchNormalization":
         return before not in _CONVS
     relu = kind == "ReLU" or (kind == "Activation" and layer.get_config()["activation"] == "relu")
     if relu:
         return before not in (*_CONVS, "BatchNormalization", "Add")
     if kind == "ZeroPadding2D":
-        return not all(_class_name(node.operation) in _CONVS for node in outbound_nodes(layer))
+        return not all(builtin_class(node.operation).__name__ in _CONVS for node in outbound_nodes(layer))
     return True
 
 
@@ -324,7 +316,7 @@ def layer_kind(layer):
     """How the op profile groups a layer: convolutions by kernel size and stride
     ("Conv2D 1x1", "Conv2D 1x1/2"), everything else by class (keras_pf's
     FastMaxPooling2D and FastGroupedConv2D as the MaxPooling2D and Conv2D they export as)."""
-    kind = _class_name(layer)
+    kind = builtin_class(layer).__name__
     if kind in _CONVS:
         (kh, kw), stride = layer.kernel_size, max(layer.strides)
         kind += f" {kh}x{kw}" + (f"/{stride}" if stride > 1 else "")

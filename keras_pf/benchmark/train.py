@@ -33,6 +33,7 @@ from keras_pf._compat.keras import outbound_nodes
 from keras_pf.benchmark.run import DEFAULT_MODELS, REFERENCE, build, machine
 from keras_pf.files import write_atomic
 from keras_pf.models import resolve
+from keras_pf.models.layers import FastMaxPooling2D
 
 # The gap to the bound (as ratios to ResNet50) that issue 23 sets for the ResNets.
 TARGET_GAP = 0.04
@@ -118,8 +119,6 @@ def _copy_weights(source, clone):
 
 
 def _has_fast_pools(model):
-    from keras_pf.models.layers import FastMaxPooling2D
-
     return any(isinstance(layer, FastMaxPooling2D) for layer in model.layers)
 
 
@@ -128,8 +127,6 @@ def keras_pool_network(model):
     `FastMaxPooling2D`, the other layers and weights unchanged: the same values, the
     framework's pool and gradient on every backend. Raises ValueError if `model` has no
     FastMaxPooling2D."""
-    from keras_pf.models.layers import FastMaxPooling2D
-
     if not _has_fast_pools(model):
         raise ValueError(f"Model '{model.name}' has no FastMaxPooling2D layer")
 
@@ -289,22 +286,23 @@ def _ratios(report):
     for row in rows.values():
         row["ratio"] = {kind: row[kind]["seconds"] / ref[kind]["seconds"]
                         for kind in ("train", "predict") if kind in row and kind in ref}
+
+    def difference(row, slower, faster, key, interval_key):
+        # slower's ratio minus faster's, per kind, and the train difference's interval
+        row[key] = {kind: slower["ratio"][kind] - faster["ratio"][kind]
+                    for kind in slower["ratio"] if kind in faster["ratio"]}
+        if "train" in row[key]:
+            row[interval_key] = list(gap_interval(
+                slower["train"]["rounds"], faster["train"]["rounds"], ref["train"]["rounds"]))
+
     for name, row in rows.items():
         twin = rows.get(name + KERAS_POOLS_SUFFIX)
         if twin is not None:  # > 0: faster than with keras' pools
-            row["gain_over_keras_pools"] = {kind: twin["ratio"][kind] - row["ratio"][kind]
-                                            for kind in row["ratio"] if kind in twin["ratio"]}
-            if "train" in row["gain_over_keras_pools"]:
-                row["train_gain_interval_95"] = list(gap_interval(
-                    twin["train"]["rounds"], row["train"]["rounds"], ref["train"]["rounds"]))
+            difference(row, twin, row, "gain_over_keras_pools", "train_gain_interval_95")
         bound = rows.get(name + BOUND_SUFFIX)
         if bound is None:
             continue
-        row["gap_to_bound"] = {kind: row["ratio"][kind] - bound["ratio"][kind]
-                               for kind in row["ratio"] if kind in bound["ratio"]}
-        if "train" in row["gap_to_bound"]:
-            row["train_gap_interval_95"] = list(gap_interval(
-                row["train"]["rounds"], bound["train"]["rounds"], ref["train"]["rounds"]))
+        difference(row, row, bound, "gap_to_bound", "train_gap_interval_95")
         if name in TARGET_MODELS:
             row["target"] = {"train_gap_at_most": TARGET_GAP,
                              "met": row["gap_to_bound"]["train"] <= TARGET_GAP}
@@ -351,27 +349,25 @@ def format_markdown(report):
         if twins:
             head += ["Predict gain"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def with_interval(difference, interval):
+        text = f"{difference['train']:+.3f}" if "train" in difference else "–"
+        return text + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+
     for name, row in rows.items():
         label = f"*{name}*" if row["study"] else name
         train = row["train"]
         cells = [label, f"{train['seconds'] * 1e3:.0f} ({row['ratio']['train']:.2f}x)",
                  f"{train['images_per_second']:.1f}"]
         gap = row.get("gap_to_bound", {})
-        text = f"{gap['train']:+.3f}" if "train" in gap else "–"
-        if "train_gap_interval_95" in row:
-            low, high = row["train_gap_interval_95"]
-            text += f" [{low:+.3f}, {high:+.3f}]"
+        text = with_interval(gap, row.get("train_gap_interval_95"))
         if "target" in row:
             text += f" (target <= {row['target']['train_gap_at_most']}: " \
                     f"{'met' if row['target']['met'] else 'not met'})"
         cells.append(text)
         gain = row.get("gain_over_keras_pools", {})
         if twins:
-            text = f"{gain['train']:+.3f}" if "train" in gain else "–"
-            if "train_gain_interval_95" in row:
-                low, high = row["train_gain_interval_95"]
-                text += f" [{low:+.3f}, {high:+.3f}]"
-            cells.append(text)
+            cells.append(with_interval(gain, row.get("train_gain_interval_95")))
         if predict:
             cells.append(f"{row['predict']['seconds'] * 1e3:.0f} ({row['ratio']['predict']:.2f}x)"
                          if "predict" in row else "–")

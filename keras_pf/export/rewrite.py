@@ -14,12 +14,12 @@ form becomes one `Conv` with `group = channels`.)
 import keras
 
 from keras_pf._compat.keras import is_functional, nested_layers
-from keras_pf.models.layers import FastGroupedConv2D
+from keras_pf.models.layers import builtin_class
 
 
 def _rewritable(layer):
     """A channels-last 2-D convolution with one input channel per group (groups > 1)."""
-    if type(layer) not in (keras.layers.Conv2D, FastGroupedConv2D) or layer.groups == 1:
+    if builtin_class(layer) is not keras.layers.Conv2D or layer.groups == 1:
         return False
     channels = layer.input.shape[-1] if layer.data_format == "channels_last" else None
     return channels == layer.groups

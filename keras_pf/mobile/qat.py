@@ -25,8 +25,7 @@ import keras
 
 from keras_pf._compat import tf_keras as tf_keras_compat
 from keras_pf._compat.keras import has_graph, is_functional, run_through_graph, tensor_producer
-from keras_pf.models.layers import (BroadcastSafeLayerNormalization, FastGroupedConv2D,
-                                    FastMaxPooling2D, gelu)
+from keras_pf.models.layers import BroadcastSafeLayerNormalization, builtin_class, gelu
 
 _tfmot = None
 
@@ -177,10 +176,8 @@ def _tf_keras_layer(layer, tf_keras, custom):
     builtin = type(layer).__module__.split(".")[0] == "keras"
     if isinstance(layer, BroadcastSafeLayerNormalization):  # same math, config and weights
         name, builtin = "LayerNormalization", True
-    if isinstance(layer, FastMaxPooling2D):  # same forward and config, another gradient
-        name, builtin = "MaxPooling2D", True
-    if isinstance(layer, FastGroupedConv2D):  # same config and weights, another train form
-        name, builtin = "Conv2D", True
+    if builtin_class(layer) is not type(layer):  # same forward and config, another train step
+        name, builtin = builtin_class(layer).__name__, True
     cls = getattr(tf_keras.layers, name, None)
     if cls is None or not builtin:
         raise ValueError(

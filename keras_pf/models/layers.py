@@ -485,3 +485,12 @@ class FastGroupedConv2D(keras.layers.Conv2D):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+def builtin_class(layer):
+    """The Keras layer class `layer` is outside the train step: keras' MaxPooling2D and
+    Conv2D for FastMaxPooling2D and FastGroupedConv2D (same config, weights and forward
+    op, which is what exports, the QAT twin and the op profile see), else its own class."""
+    if isinstance(layer, FastMaxPooling2D):
+        return keras.layers.MaxPooling2D
+    return keras.layers.Conv2D if isinstance(layer, FastGroupedConv2D) else type(layer)
