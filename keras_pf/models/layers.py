@@ -467,7 +467,10 @@ class FastGroupedConv2D(keras.layers.Conv2D):
         if backend == "jax":
             from keras_pf._compat.jax import is_differentiated
 
-            return "slices" if is_differentiated(inputs) else "framework"
+            # the kernel too: a first layer's inputs are data, but its kernel's gradient
+            # is XLA's slow grouped convolution all the same
+            differentiated = is_differentiated(inputs) or is_differentiated(self.kernel.value)
+            return "slices" if differentiated else "framework"
         return "framework"
 
     def call(self, inputs, training=None):

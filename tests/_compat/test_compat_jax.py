@@ -75,3 +75,64 @@ print("checked", checked)
 
 def test_mask_gradient_exactly_where_jax_differentiates_and_equal_to_keras():
     assert "checked 42" in run_on_backend("jax", CHECK)
+
+
+GROUPED_CHECK = r'''
+import jax, jax.numpy as jnp, numpy as np, keras
+from keras_pf.models.layers import FastGroupedConv2D
+
+forms = []
+real = FastGroupedConv2D._form
+FastGroupedConv2D._form = lambda self, *a: forms.append(real(self, *a)) or forms[-1]
+
+# Keras' train step takes the slices form, predict and a plain call keras' own conv
+model = keras.Sequential([keras.Input((9, 9, 4)),
+                          FastGroupedConv2D(8, 3, strides=2, groups=4),
+                          keras.layers.Flatten(), keras.layers.Dense(2)])
+model.compile("sgd", "mse")
+data = np.random.default_rng(0).normal(size=(4, 9, 9, 4)).astype("float32")
+model.predict_on_batch(data); model(data)
+assert set(forms) == {"framework"}, forms
+forms.clear()
+model.train_on_batch(data, np.zeros((4, 2), "float32"))
+# Keras' shape-only symbolic build first, then the compiled step; the grouped conv is
+# the first layer here, so only its kernel is differentiated
+assert forms == ["framework", "slices"], forms
+
+# the slices form, differentiated under jit, against keras' grouped Conv2D
+rng = np.random.default_rng(1)
+checked = 0
+for shape, filters, kernel, strides, bias in [((2, 9, 9, 4), 8, 3, 2, True),
+                                             ((2, 10, 10, 4), 8, 3, 2, True),
+                                             ((2, 7, 8, 3), 3, (2, 3), (1, 2), False)]:
+    mine = FastGroupedConv2D(filters, kernel, strides=strides, groups=shape[-1], use_bias=bias)
+    theirs = keras.layers.Conv2D(filters, kernel, strides=strides, groups=shape[-1],
+                                 use_bias=bias)
+    mine.build(shape); theirs.build(shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in theirs.get_weights()]
+    mine.set_weights(weights); theirs.set_weights(weights)
+    x = jnp.asarray(rng.normal(size=shape), "float32")
+    w = jnp.asarray(rng.uniform(0.5, 1.5, theirs.compute_output_shape(shape)), "float32")
+
+    def loss(layer, **training):  # keras' Conv2D.call takes no `training`
+        def value(x, variables):
+            y, _ = layer.stateless_call(variables, [], x, **training)
+            return jnp.sum(y * w), y
+        return jax.jit(jax.value_and_grad(value, argnums=(0, 1), has_aux=True))
+
+    forms.clear()
+    (la, ya), ga = loss(mine, training=True)(x, [v.value for v in mine.trainable_variables])
+    assert forms == ["slices"], forms
+    (lb, yb), gb = loss(theirs)(x, [v.value for v in theirs.trainable_variables])
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+    for got, want in zip([ga[0], *ga[1]], [gb[0], *gb[1]]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    checked += 1
+print("checked", checked)
+'''
+
+
+def test_grouped_conv_takes_slices_exactly_where_jax_differentiates_and_equals_keras():
+    """FastGroupedConv2D (PiT's pooling conv) on JAX: the slices form in the train step
+    only, with keras' grouped Conv2D's values and gradients."""
+    assert "checked 3" in run_on_backend("jax", GROUPED_CHECK)
