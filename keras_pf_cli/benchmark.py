@@ -53,10 +53,11 @@ def add_arguments(parser):
                              "XLA on JAX, none on PyTorch or on TensorFlow on a CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="with --train: images per step (default 8)")
-    parser.add_argument("--keras-pools", action="store_true",
+    parser.add_argument("--keras-layers", action="store_true",
                         help="with --train: also time each model with keras' own "
-                             "MaxPooling2D in place of FastMaxPooling2D (a study: the network "
-                             "as built before issue 23) and report the gain over it")
+                             "MaxPooling2D and Conv2D in place of keras_pf's FastMaxPooling2D "
+                             "and FastGroupedConv2D (a study: the network as built before "
+                             "issue 23) and report the gain over it")
 
 
 def check_mode(args):
@@ -68,9 +69,9 @@ def check_mode(args):
             raise UsageError(f"argument {given[0]}: applies to the inference tables and "
                              "--runtimes, not --train")
         return
-    for option in ("--jit", "--batch-size", "--keras-pools"):
+    for option in ("--jit", "--batch-size", "--keras-layers"):
         if getattr(args, option[2:].replace("-", "_")) not in (None, False):
-            why = ("" if option == "--keras-pools" else " (the inference tables time batch 1 "
+            why = ("" if option == "--keras-layers" else " (the inference tables time batch 1 "
                    "and have their own XLA column: --keras-modes xla)")
             raise UsageError(f"argument {option}: applies to --train only{why}")
 
@@ -83,7 +84,7 @@ def run_train(args):
                                 5 if args.runs is None else args.runs,
                                 2 if args.warmup is None else args.warmup,
                                 jit_compile=True if args.jit else "auto",
-                                keras_pools=args.keras_pools, output_dir=args.output_dir)
+                                keras_layers=args.keras_layers, output_dir=args.output_dir)
     print(format_markdown(report))
     stem = output_stem(report["machine"]["backend"], args.jit)
     print(f"Wrote {stem}.json and {stem}.md to {args.output_dir}")

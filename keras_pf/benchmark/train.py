@@ -10,10 +10,11 @@ convolutions, BatchNorms, adds and stem stay. (A 1x1-window MaxPooling2D is not 
 XLA its gradient is a select-and-scatter, 20-50x a slice's on CPU.) The gap between a
 model's ratio to ResNet50 and its bound's is what its max-pools cost in the train step.
 
-With `keras_pools=True` each model with max-pools is also timed with keras' own
-`MaxPooling2D` in place of every `FastMaxPooling2D` (another study: the network as it was
-built before issue 23, same weights and values), so that "no slower than keras' pool" is
-measured in the same run rather than against an older one.
+With `keras_layers=True` each model with keras_pf's fast layers is also timed with keras'
+own layers in their place (`keras_pf.models.layers.builtin_class`: `MaxPooling2D` for
+`FastMaxPooling2D`, `Conv2D` for PiT's `FastGroupedConv2D`; another study: the network as
+it was built before issue 23, same weights and values), so that "no slower than keras'
+layers" is measured in the same run rather than against an older one.
 
 One process; the models are timed in interleaved rounds (each model one step per round),
 as the latency tables of `keras_pf.benchmark.run`, so a load spike of the machine hits all of
@@ -33,13 +34,13 @@ from keras_pf._compat.keras import outbound_nodes
 from keras_pf.benchmark.run import DEFAULT_MODELS, REFERENCE, build, machine
 from keras_pf.files import write_atomic
 from keras_pf.models import resolve
-from keras_pf.models.layers import FastMaxPooling2D
+from keras_pf.models.layers import builtin_class
 
 # The gap to the bound (as ratios to ResNet50) that issue 23 sets for the ResNets.
 TARGET_GAP = 0.04
 TARGET_MODELS = ("PFResNet50Max", "PFResNet50Hybrid")
 BOUND_SUFFIX = " (bound)"
-KERAS_POOLS_SUFFIX = " (keras pools)"
+KERAS_LAYERS_SUFFIX = " (keras layers)"
 
 
 # ------------------------------------------------------------------------------ bound
@@ -118,26 +119,25 @@ def _copy_weights(source, clone):
             layer.set_weights(originals[layer.name].get_weights())
 
 
-def _has_fast_pools(model):
-    return any(isinstance(layer, FastMaxPooling2D) for layer in model.layers)
+def _has_fast_layers(model):
+    return any(builtin_class(layer) is not type(layer) for layer in model.layers)
 
 
-def keras_pool_network(model):
-    """Functional `model` with keras' own `MaxPooling2D` (same config) in place of every
-    `FastMaxPooling2D`, the other layers and weights unchanged: the same values, the
-    framework's pool and gradient on every backend. Raises ValueError if `model` has no
-    FastMaxPooling2D."""
-    if not _has_fast_pools(model):
-        raise ValueError(f"Model '{model.name}' has no FastMaxPooling2D layer")
+def keras_layers_network(model):
+    """Functional `model` with keras' own layer (`builtin_class`, same config) in place of
+    each of keras_pf's fast ones (FastMaxPooling2D, FastGroupedConv2D), the other layers
+    and all weights unchanged: the same values, the framework's op and gradient on every
+    backend. Raises ValueError if `model` has no such layer."""
+    if not _has_fast_layers(model):
+        raise ValueError(f"Model '{model.name}' has no FastMaxPooling2D or FastGroupedConv2D "
+                         "layer")
 
     def clone(layer):
-        kind = (keras.layers.MaxPooling2D if isinstance(layer, FastMaxPooling2D)
-                else layer.__class__)
-        return kind.from_config(layer.get_config())
+        return builtin_class(layer).from_config(layer.get_config())
 
     twin = keras.models.clone_model(model, clone_function=clone)
     _copy_weights(model, twin)
-    return keras.Model(twin.inputs, twin.outputs, name=model.name + "_keras_pools")
+    return keras.Model(twin.inputs, twin.outputs, name=model.name + "_keras_layers")
 
 
 def pool_counts(model):
@@ -201,10 +201,10 @@ def _summary(series, batch_size):
 
 
 def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warmup=2,
-                       jit_compile="auto", predict=True, bounds=True, keras_pools=False,
+                       jit_compile="auto", predict=True, bounds=True, keras_layers=False,
                        builders=None, reference=REFERENCE, output_dir="benchmarks", log=print):
     """Time `models` (default: `keras_pf.benchmark.run.DEFAULT_MODELS`) and the bounds of those
-    with max-pools (not of `reference`; with `keras_pools`, their `keras_pool_network`s
+    with max-pools (not of `reference`; with `keras_layers`, their `keras_layers_network`s
     too), write `train_<backend>[_jit].json` and `.md` to
     `output_dir`, and return the report. `builders`: optional `{name: callable(image_size)
     -> model}` for models outside `keras_pf.benchmark.run.build` (e.g. small test models)."""
@@ -220,7 +220,7 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             resolve.check_name(name, baselines=True)
     info = machine()  # with the backend
     info.update(image_size=image_size, batch_size=batch_size, rounds=rounds, warmup=warmup,
-                jit_compile_requested=jit_compile, keras_pools=keras_pools,
+                jit_compile_requested=jit_compile, keras_layers=keras_layers,
                 step="train_on_batch, SGD, sparse categorical cross-entropy",
                 weights="random (weights=None)")
     built, rows = {}, {}
@@ -234,9 +234,9 @@ def benchmark_training(models=None, image_size=224, batch_size=8, rounds=5, warm
             built[name + BOUND_SUFFIX] = bound
             rows[name + BOUND_SUFFIX] = {"study": True, "bound_of": name,
                                          "max_pools": pool_counts(bound)}
-        if keras_pools and name != reference and _has_fast_pools(model):
-            built[name + KERAS_POOLS_SUFFIX] = keras_pool_network(model)
-            rows[name + KERAS_POOLS_SUFFIX] = {"study": True, "keras_pools_of": name,
+        if keras_layers and name != reference and _has_fast_layers(model):
+            built[name + KERAS_LAYERS_SUFFIX] = keras_layers_network(model)
+            rows[name + KERAS_LAYERS_SUFFIX] = {"study": True, "keras_layers_of": name,
                                                "max_pools": rows[name]["max_pools"]}
     times = time_steps(built, batch_size, rounds, warmup, jit_compile, predict, log)
     # what Keras resolved "auto" to (the same for every model here: all support XLA)
@@ -281,7 +281,7 @@ def _ratios(report):
     """Ratios to the reference; for each model with a bound, the gaps (model ratio minus
     bound ratio) with the train gap's 95% interval (`gap_interval`) and, for
     `TARGET_MODELS`, whether the train gap meets `TARGET_GAP`; for each model with a
-    keras-pools twin, the gain over it (twin ratio minus model ratio) with its interval."""
+    keras-layers twin, the gain over it (twin ratio minus model ratio) with its interval."""
     rows, ref = report["models"], report["models"][report["reference"]]
     for row in rows.values():
         row["ratio"] = {kind: row[kind]["seconds"] / ref[kind]["seconds"]
@@ -296,9 +296,9 @@ def _ratios(report):
                 slower["train"]["rounds"], faster["train"]["rounds"], ref["train"]["rounds"]))
 
     for name, row in rows.items():
-        twin = rows.get(name + KERAS_POOLS_SUFFIX)
-        if twin is not None:  # > 0: faster than with keras' pools
-            difference(row, twin, row, "gain_over_keras_pools", "train_gain_interval_95")
+        twin = rows.get(name + KERAS_LAYERS_SUFFIX)
+        if twin is not None:  # > 0: faster than with keras' layers
+            difference(row, twin, row, "gain_over_keras_layers", "train_gain_interval_95")
         bound = rows.get(name + BOUND_SUFFIX)
         if bound is None:
             continue
@@ -334,16 +334,17 @@ def format_markdown(report):
         f"*(bound)*: a study, not a model: every max-pool made free (stride 1: identity; "
         f"strided: a strided slice); gap: the model's ratio minus its bound's, "
         f"[95% interval, resampling rounds]."
-        + (" *(keras pools)*: a study, the same network with keras' own MaxPooling2D in "
-           "place of FastMaxPooling2D (as built before issue 23); gain: its ratio minus "
-           "the model's (> 0: the model is faster)." if info.get("keras_pools") else ""),
+        + (" *(keras layers)*: a study, the same network with keras' own MaxPooling2D and "
+           "Conv2D in place of FastMaxPooling2D and FastGroupedConv2D (as built before "
+           "issue 23); gain: its ratio minus the model's (> 0: the model is faster)."
+           if info.get("keras_layers") else ""),
         "",
     ]
     predict = any("predict" in row for row in rows.values())
     head = ["Model", "Train step (ms)", "Images/s", "Train gap to bound"]
-    twins = any("gain_over_keras_pools" in row for row in rows.values())
+    twins = any("gain_over_keras_layers" in row for row in rows.values())
     if twins:
-        head += ["Train gain over keras pools"]
+        head += ["Train gain over keras layers"]
     if predict:
         head += ["Predict (ms)", "Predict gap"]
         if twins:
@@ -365,7 +366,7 @@ def format_markdown(report):
             text += f" (target <= {row['target']['train_gap_at_most']}: " \
                     f"{'met' if row['target']['met'] else 'not met'})"
         cells.append(text)
-        gain = row.get("gain_over_keras_pools", {})
+        gain = row.get("gain_over_keras_layers", {})
         if twins:
             cells.append(with_interval(gain, row.get("train_gain_interval_95")))
         if predict:

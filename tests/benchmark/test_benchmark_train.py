@@ -11,7 +11,7 @@ import keras
 
 import keras_pf
 from keras_pf.benchmark import train as benchmark_train
-from keras_pf.models.layers import FastMaxPooling2D
+from keras_pf.models.layers import FastGroupedConv2D, FastMaxPooling2D
 
 from conftest import tiny_resnet
 
@@ -85,29 +85,46 @@ def test_bound_of_vit_and_models_without_pools():
         benchmark_train.bound_network(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
 
 
-def test_keras_pool_twin_swaps_only_the_pools():
-    """The "(keras pools)" study: keras' own MaxPooling2D in place of every
-    FastMaxPooling2D, same config; every other layer and weight as the model's."""
-    model = _tiny_resnet("max")(32)
-    twin = benchmark_train.keras_pool_network(model)
-    pools = [layer for layer in model.layers if isinstance(layer, FastMaxPooling2D)]
-    assert len(pools) == 5
-    for pool in pools:
-        other = twin.get_layer(pool.name)
-        assert type(other) is keras.layers.MaxPooling2D
-        assert other.get_config() == pool.get_config()
-    for layer in model.layers:
-        if not isinstance(layer, (FastMaxPooling2D, keras.layers.InputLayer)):
-            assert type(twin.get_layer(layer.name)) is type(layer), layer.name
-            for a, b in zip(layer.get_weights(), twin.get_layer(layer.name).get_weights()):
-                np.testing.assert_array_equal(a, b)
+def _tiny_pit(size):
+    return keras_pf.PFPiT(base_dims=(8, 8), depths=(2, 2), heads=(1, 2), patch_size=8,
+                          stride=4, weights=None, input_shape=(size, size, 3), classes=4)
+
+
+@pytest.mark.parametrize("make, swapped", [
+    (_tiny_resnet("max"), {FastMaxPooling2D: (keras.layers.MaxPooling2D, 5)}),
+    (_tiny_pit, {FastMaxPooling2D: (keras.layers.MaxPooling2D, 2),
+                 FastGroupedConv2D: (keras.layers.Conv2D, 1)})], ids=["r50_max", "pit"])
+def test_keras_layers_twin_swaps_only_the_fast_layers(make, swapped):
+    """The "(keras layers)" study: keras' own MaxPooling2D and Conv2D in place of every
+    FastMaxPooling2D and FastGroupedConv2D, same config and weights; every other layer
+    and weight as the model's, and the same values."""
+    model = make(32)
+    twin = benchmark_train.keras_layers_network(model)
+    for fast, (builtin, count) in swapped.items():
+        layers = [layer for layer in model.layers if type(layer) is fast]
+        assert len(layers) == count, fast
+        for layer in layers:
+            other = twin.get_layer(layer.name)
+            assert type(other) is builtin
+            assert other.get_config() == layer.get_config()
+    for layer in model.layers[1:]:  # after the input layer, whose name the clone's lacks
+        other = twin.get_layer(layer.name)
+        if type(layer) not in swapped:
+            assert type(other) is type(layer), layer.name
+        assert len(layer.weights) == len(other.weights), layer.name
+        for a, b in zip(layer.get_weights(), other.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not [l for l in twin.layers if type(l) in (FastMaxPooling2D, FastGroupedConv2D)]
     assert twin.count_params() == model.count_params()
     x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_keras_layers_twin_needs_a_fast_layer():
     inputs = keras.Input((8, 8, 3))
-    plain = keras.Model(inputs, keras.layers.MaxPooling2D(2)(inputs))  # no FastMaxPooling2D
-    with pytest.raises(ValueError, match="has no FastMaxPooling2D layer"):
-        benchmark_train.keras_pool_network(plain)
+    plain = keras.Model(inputs, keras.layers.MaxPooling2D(2)(inputs))
+    with pytest.raises(ValueError, match="has no FastMaxPooling2D or FastGroupedConv2D"):
+        benchmark_train.keras_layers_network(plain)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +134,7 @@ def report(tmp_path_factory):
                 "tiny_vit": _tiny_vit}
     result = benchmark_train.benchmark_training(
         list(builders)[1:], image_size=32, batch_size=2, rounds=2, warmup=0,
-        keras_pools=True, builders=builders, reference="tiny_plain", output_dir=str(out),
+        keras_layers=True, builders=builders, reference="tiny_plain", output_dir=str(out),
         log=lambda *_: None)
     return out, result
 
@@ -126,8 +143,8 @@ def test_report_structure(report):
     out, result = report
     rows = result["models"]
     assert list(rows) == ["tiny_plain", "PFResNet50Max", "PFResNet50Max (bound)",
-                          "PFResNet50Max (keras pools)", "tiny_vit", "tiny_vit (bound)",
-                          "tiny_vit (keras pools)"]  # reference added first
+                          "PFResNet50Max (keras layers)", "tiny_vit", "tiny_vit (bound)",
+                          "tiny_vit (keras layers)"]  # reference added first
     assert result["machine"]["backend"] == keras.backend.backend()
     assert result["machine"]["batch_size"] == 2 and result["machine"]["jit_compile"] is False
     for name, row in rows.items():
@@ -137,7 +154,7 @@ def test_report_structure(report):
             assert row[kind]["images_per_second"] == pytest.approx(2 / row[kind]["seconds"])
             assert row["ratio"][kind] == pytest.approx(
                 row[kind]["seconds"] / rows["tiny_plain"][kind]["seconds"])
-        assert row["study"] == name.endswith(("(bound)", "(keras pools)"))
+        assert row["study"] == name.endswith(("(bound)", "(keras layers)"))
     assert rows["tiny_plain"]["ratio"]["train"] == 1
     assert "gap_to_bound" not in rows["tiny_plain"]
     gap = rows["PFResNet50Max"]["gap_to_bound"]["train"]
@@ -148,31 +165,31 @@ def test_report_structure(report):
     assert rows["PFResNet50Max (bound)"]["bound_of"] == "PFResNet50Max"
     low, high = rows["PFResNet50Max"]["train_gap_interval_95"]
     assert low <= high and "train_gap_interval_95" not in rows["tiny_plain"]
-    # the keras-pools twins: gain = twin's ratio minus the model's, with its interval
+    # the keras-layers twins: gain = twin's ratio minus the model's, with its interval
     for name in ("PFResNet50Max", "tiny_vit"):
-        twin = rows[name + " (keras pools)"]
-        assert twin["keras_pools_of"] == name and "gain_over_keras_pools" not in twin
+        twin = rows[name + " (keras layers)"]
+        assert twin["keras_layers_of"] == name and "gain_over_keras_layers" not in twin
         for kind in ("train", "predict"):
-            assert rows[name]["gain_over_keras_pools"][kind] == pytest.approx(
+            assert rows[name]["gain_over_keras_layers"][kind] == pytest.approx(
                 twin["ratio"][kind] - rows[name]["ratio"][kind])
         gain_low, gain_high = rows[name]["train_gain_interval_95"]
         assert gain_low <= gain_high
-    assert "gain_over_keras_pools" not in rows["tiny_plain"]
-    assert result["machine"]["keras_pools"] is True
+    assert "gain_over_keras_layers" not in rows["tiny_plain"]
+    assert result["machine"]["keras_layers"] is True
     with open(out / "train_tensorflow.json") as f:
         assert json.load(f) == json.loads(json.dumps(result))
     markdown = (out / "train_tensorflow.md").read_text()
     for text in ("| *PFResNet50Max (bound)* |", "| tiny_vit |", "(1.00x)", "not a model",
                  "met" if gap <= 0.04 else "not met", "no XLA", f"[{low:+.3f}, {high:+.3f}]",
-                 "| *tiny_vit (keras pools)* |", "Train gain over keras pools",
-                 f"{rows['tiny_vit']['gain_over_keras_pools']['train']:+.3f} ["):
+                 "| *tiny_vit (keras layers)* |", "Train gain over keras layers",
+                 f"{rows['tiny_vit']['gain_over_keras_layers']['train']:+.3f} ["):
         assert text in markdown
     # without the twins the report has no gain columns
     plain = json.loads(json.dumps(result))
-    plain["machine"]["keras_pools"] = False
-    plain["models"] = {n: r for n, r in plain["models"].items() if "keras pools" not in n}
+    plain["machine"]["keras_layers"] = False
+    plain["models"] = {n: r for n, r in plain["models"].items() if "keras layers" not in n}
     for row in plain["models"].values():
-        row.pop("gain_over_keras_pools", None)
+        row.pop("gain_over_keras_layers", None)
     assert "gain" not in benchmark_train.format_markdown(plain)
     # the title says what Keras resolved "auto" to: XLA on JAX, eager elsewhere
     assert result["machine"]["jit_compile_requested"] == "auto"
@@ -227,17 +244,17 @@ def test_bad_arguments(tmp_path):
     (["--train", "--batch-size", "0"], "--batch-size"),
     (["--train", "--precisions", "int8"], "--precisions"),
     (["--train", "--op-profile"], "--op-profile"),
-    (["--keras-pools"], "--keras-pools"),
+    (["--keras-layers"], "--keras-layers"),
 ])
 def test_cli_options_of_the_other_mode_are_usage_errors(capsys, tmp_path, argv, needle):
     assert_one_line_usage_error(capsys, ["benchmark", *argv, "--output-dir", str(tmp_path)], needle)
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("argv, expected, keras_pools", [
-    ([], "auto", False), (["--jit"], True, False), (["--keras-pools"], "auto", True)])
+@pytest.mark.parametrize("argv, expected, keras_layers", [
+    ([], "auto", False), (["--jit"], True, False), (["--keras-layers"], "auto", True)])
 def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, expected,
-                                                   keras_pools):
+                                                   keras_layers):
     """Without --jit the steps are compiled as `fit` compiles them by default
     (jit_compile="auto": XLA on JAX); an earlier False made JAX's steps eager."""
     seen = {}
@@ -252,7 +269,7 @@ def test_cli_train_compiles_as_fit_does_unless_jit(monkeypatch, tmp_path, argv, 
     with pytest.raises(SystemExit):
         main(["benchmark", "--train", *argv, "--models", "ResNet50", "--output-dir",
               str(tmp_path)])
-    assert seen["jit_compile"] == expected and seen["keras_pools"] is keras_pools
+    assert seen["jit_compile"] == expected and seen["keras_layers"] is keras_layers
 
 
 def test_cli_train_unknown_model_is_one_line(capsys, tmp_path):
