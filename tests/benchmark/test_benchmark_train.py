@@ -85,20 +85,15 @@ def test_bound_of_vit_and_models_without_pools():
         benchmark_train.bound_network(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
 
 
-def _tiny_pit(size):
-    return keras_pf.PFPiT(base_dims=(8, 8), depths=(2, 2), heads=(1, 2), patch_size=8,
-                          stride=4, weights=None, input_shape=(size, size, 3), classes=4)
-
-
-@pytest.mark.parametrize("make, swapped", [
-    (_tiny_resnet("max"), {FastMaxPooling2D: (keras.layers.MaxPooling2D, 5)}),
-    (_tiny_pit, {FastMaxPooling2D: (keras.layers.MaxPooling2D, 2),
-                 FastGroupedConv2D: (keras.layers.Conv2D, 1)})], ids=["r50_max", "pit"])
-def test_keras_layers_twin_swaps_only_the_fast_layers(make, swapped):
+@pytest.mark.parametrize("family, swapped", [
+    ("r50_max", {FastMaxPooling2D: (keras.layers.MaxPooling2D, 5)}),
+    ("pit", {FastMaxPooling2D: (keras.layers.MaxPooling2D, 2),
+             FastGroupedConv2D: (keras.layers.Conv2D, 1)})])
+def test_keras_layers_twin_swaps_only_the_fast_layers(family, swapped, tiny_family):
     """The "(keras layers)" study: keras' own MaxPooling2D and Conv2D in place of every
     FastMaxPooling2D and FastGroupedConv2D, same config and weights; every other layer
     and weight as the model's, and the same values."""
-    model = make(32)
+    model = _tiny_resnet("max")(32) if family == "r50_max" else tiny_family(family)
     twin = benchmark_train.keras_layers_network(model)
     for fast, (builtin, count) in swapped.items():
         layers = [layer for layer in model.layers if type(layer) is fast]
@@ -116,7 +111,7 @@ def test_keras_layers_twin_swaps_only_the_fast_layers(make, swapped):
             np.testing.assert_array_equal(a, b)
     assert not [l for l in twin.layers if type(l) in (FastMaxPooling2D, FastGroupedConv2D)]
     assert twin.count_params() == model.count_params()
-    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(0, 1, (2, *model.input_shape[1:])).astype("float32")
     np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
 
 
